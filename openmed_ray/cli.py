@@ -1,0 +1,205 @@
+"""`openmed-ray <verb>`: parses arguments and calls the library. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from openmed_ray.errors import OpenMedError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(payload: object) -> None:
+    print(json.dumps(payload, indent=2, sort_keys=False))
+
+
+# ---------------------------------------------------------------- datasets
+def _add_datasets(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("datasets", help="list the paper's 12 benchmarks with split counts")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.add_argument("--data-root", help="directory holding bioner/ (default ../shared/data)")
+    parser.set_defaults(handler=_run_datasets)
+
+
+def _run_datasets(args: argparse.Namespace) -> int:
+    from openmed_ray.datasets import all_datasets, format_datasets_table
+
+    items = [d.to_dict() for d in all_datasets(args.data_root)]
+    if args.json:
+        _print_json(items)
+    else:
+        print(format_datasets_table(items))
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="export a benchmark's splits to Parquet")
+    parser.add_argument("dataset", help="dataset name, e.g. NCBI-disease")
+    parser.add_argument("--output", required=True, help="directory or s3:// URI")
+    parser.add_argument("--data-root")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from openmed_ray.datasets import require_dataset
+    from openmed_ray.io.parquet import export_dataset
+
+    for uri in export_dataset(require_dataset(args.dataset, args.data_root), args.output):
+        print(uri)
+    return 0
+
+
+# ---------------------------------------------------------------- eval
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "eval", help="entity-level P/R/F1 of predicted IOB2 TSV against gold, with significance"
+    )
+    parser.add_argument("gold", help="gold IOB2 TSV")
+    parser.add_argument("pred", help="predicted IOB2 TSV (same tokens as gold)")
+    parser.add_argument("--against", help="a second system's TSV: adds a paired AR test")
+    parser.add_argument("--shuffles", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from openmed_ray.eval.tsv import compare_tsv_files
+
+    comparison = compare_tsv_files(
+        args.gold, args.pred, against=args.against, n_shuffles=args.shuffles, seed=args.seed
+    )
+    if args.json:
+        _print_json(comparison.to_dict())
+    else:
+        print(comparison.format())
+    return 0
+
+
+# ---------------------------------------------------------------- finetune
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("finetune", help="LoRA or full fine-tuning on Ray Train")
+    parser.add_argument("--config", help="YAML with FinetuneConfig fields; flags override it")
+    parser.add_argument("--dataset", help="benchmark name (see `openmed-ray datasets`)")
+    parser.add_argument("--backbone", help="minilm, a Hugging Face id, or a local directory")
+    parser.add_argument("--output", help="run directory (bundle in OUTPUT/adapter)")
+    parser.add_argument("--name", help="adapter name recorded in the card")
+    method = parser.add_mutually_exclusive_group()
+    method.add_argument("--lora", dest="method", action="store_const", const="lora")
+    method.add_argument("--full", dest="method", action="store_const", const="full")
+    parser.add_argument("--lora-rank", type=int)
+    parser.add_argument("--lora-alpha", type=int)
+    parser.add_argument("--lora-dropout", type=float)
+    parser.add_argument("--lora-targets", help="comma-separated module names, or all-linear")
+    parser.add_argument("--lr", dest="learning_rate", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--patience", type=int)
+    parser.add_argument("--max-seconds", type=float, help="training time budget")
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--warmup-ratio", type=float)
+    parser.add_argument("--decoding", choices=["viterbi", "argmax"])
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--gpus-per-worker", type=float)
+    parser.add_argument("--cpus-per-worker", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-train-sentences", type=int)
+    parser.add_argument("--save-dtype", choices=["float32", "float16"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--resume", action="store_true", default=None)
+    parser.add_argument("--address", help="Ray cluster address (default: local or RAY_ADDRESS)")
+    parser.set_defaults(handler=_run_finetune)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from openmed_ray.config import FinetuneConfig, load_with_overrides
+    from openmed_ray.train.finetune import finetune
+
+    lora = {
+        "rank": args.lora_rank,
+        "alpha": args.lora_alpha,
+        "dropout": args.lora_dropout,
+        "targets": args.lora_targets.split(",") if args.lora_targets else None,
+    }
+    config = load_with_overrides(FinetuneConfig, args.config, vars(args), nested={"lora": lora})
+    _init_ray(args.address)
+    result = finetune(config, name=args.name)
+    metrics = result.card["metrics"]
+    print(
+        f"{result.card['dataset']}: dev F1 {metrics['dev']['f1']:.4f}, "
+        f"test F1 {metrics['test']['f1']:.4f} ({result.card['method_label']}, "
+        f"{result.card['epochs_trained']} epochs, {result.card['train_seconds']} s)"
+    )
+    print(f"adapter bundle: {result.bundle}")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate", help="evaluate an adapter bundle on a benchmark split")
+    parser.add_argument("--adapter", required=True, help="adapter name or bundle/run directory")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--split", default="test", choices=["train", "devel", "test"])
+    parser.add_argument("--decoding", choices=["viterbi", "argmax"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from openmed_ray.train.evaluate import evaluate_adapter
+
+    report = evaluate_adapter(
+        args.adapter, args.dataset, args.split, decoding=args.decoding, data_root=args.data_root
+    )
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.format_table())
+    return 0
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True)
+
+
+VERBS = (_add_datasets, _add_export, _add_eval, _add_finetune, _add_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openmed-ray", description="Biomedical NER at scale on Ray (OpenMed recipe)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add in VERBS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except OpenMedError as exc:
+        print(f"openmed-ray {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"openmed-ray {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

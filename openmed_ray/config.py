@@ -1,0 +1,224 @@
+"""Typed, validated configuration: every knob has one home here.
+
+Configs are dataclasses that validate themselves on construction and load from YAML or
+plain dicts. Unknown keys are errors (a typo must never be silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from openmed_ray.errors import ConfigError
+
+DATA_ROOT_ENV = "OPENMED_RAY_DATA_ROOT"
+DEFAULT_DATA_ROOT = "../shared/data"
+# The repository checkout this package lives in (meaningful for editable installs).
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+C = TypeVar("C", bound="Config")
+
+
+class Config:
+    """Mixin for dataclass configs: validation, dict/YAML round trips."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the field when a value is out of range."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> C:
+        data = dict(data or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{where or cls.__name__}: unknown key(s) {unknown}; known keys: {sorted(fields)}"
+            )
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for name, value in data.items():
+            nested = _config_class(hints.get(name))
+            if nested is not None and isinstance(value, dict):
+                value = nested.from_dict(value, where=f"{where or cls.__name__}.{name}")
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path) -> C:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return cls.from_dict(data, where=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _config_class(hint: Any) -> type[Config] | None:
+    candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, Config):
+            return candidate
+    return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def require(condition: bool, field: str, message: str) -> None:
+    """Raise a ConfigError naming `field` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"{field}: {message}")
+
+
+def resolve_data_root(explicit: str | Path | None = None) -> Path:
+    """The shared data directory: explicit value, else $OPENMED_RAY_DATA_ROOT, else ../shared/data.
+
+    The default is looked up relative to the working directory first and then relative to
+    the repository checkout, so it works from the repo root and from anywhere in an
+    editable install.
+    """
+    chosen = explicit or os.environ.get(DATA_ROOT_ENV)
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    for base in (Path.cwd(), _REPO_ROOT):
+        candidate = (base / DEFAULT_DATA_ROOT).resolve()
+        if candidate.is_dir():
+            return candidate
+    return (Path.cwd() / DEFAULT_DATA_ROOT).resolve()
+
+
+# ---------------------------------------------------------------- model and training configs
+LORA_TARGET_PRESETS = ("query,value", "all-linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig(Config):
+    """LoRA on the encoder. The paper: r=16, alpha=32, dropout 0.05 on query/value."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # module name suffixes, or the single entry "all-linear"
+    targets: tuple[str, ...] = ("query", "value")
+
+    def validate(self) -> None:
+        require(self.rank > 0, "lora.rank", f"must be > 0, got {self.rank}")
+        require(self.alpha > 0, "lora.alpha", f"must be > 0, got {self.alpha}")
+        require(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
+        require(len(self.targets) > 0, "lora.targets", "needs at least one module name")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(Config):
+    """Token-classification fine-tuning (the paper's recipe is the default)."""
+
+    dataset: str = "NCBI-disease"
+    backbone: str = "minilm"
+    output: str = "runs/finetune"
+    method: str = "lora"  # "lora" (frozen backbone + LoRA + head) or "full"
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+    learning_rate: float | None = None  # None: 5e-4 for LoRA, 5e-5 for full fine-tuning
+    batch_size: int = 32  # global, split across workers
+    epochs: int = 10  # upper bound; early stopping usually ends sooner
+    patience: int = 3
+    max_seconds: float | None = None  # time budget: no new epoch once it would be exceeded
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    label_smoothing: float = 0.1
+    head_dropout: float = 0.1
+    max_length: int = 256  # wordpieces per window, special tokens included
+    overlap: int = 50
+    decoding: str = "viterbi"  # "viterbi" (constrained BIO) or "argmax"
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    threads_per_worker: int | None = None  # None: all cores / workers
+    seed: int = 42
+    max_train_sentences: int | None = None
+    eval_batch_size: int = 64
+    data_root: str | None = None
+    resume: bool = False
+    save_dtype: str = "float32"  # "float16" halves bundle size
+
+    def validate(self) -> None:
+        require(self.method in ("lora", "full"), "method", f"'lora' or 'full', got {self.method!r}")
+        require(self.batch_size > 0, "batch_size", "must be > 0")
+        require(self.epochs > 0, "epochs", "must be > 0")
+        require(self.patience > 0, "patience", "must be > 0")
+        require(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0")
+        require(self.workers > 0, "workers", "must be > 0")
+        require(
+            self.batch_size >= self.workers,
+            "batch_size",
+            f"global batch {self.batch_size} is smaller than the {self.workers} workers",
+        )
+        require(self.gpus_per_worker >= 0, "gpus_per_worker", "must be >= 0")
+        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(
+            self.learning_rate is None or self.learning_rate > 0, "learning_rate", "must be > 0"
+        )
+        require(self.decoding in ("viterbi", "argmax"), "decoding", "'viterbi' or 'argmax'")
+        require(self.max_length > self.overlap + 8, "max_length", "must exceed overlap + 8")
+        require(self.overlap >= 0, "overlap", "must be >= 0")
+        require(
+            self.max_train_sentences is None or self.max_train_sentences > 0,
+            "max_train_sentences",
+            "must be > 0",
+        )
+        require(self.save_dtype in ("float32", "float16"), "save_dtype", "float32 or float16")
+
+    @property
+    def effective_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-4 if self.method == "lora" else 5e-5
+
+
+def load_with_overrides(
+    cls: type[C],
+    path: str | Path | None,
+    overrides: dict[str, Any],
+    nested: dict[str, dict[str, Any]] | None = None,
+) -> C:
+    """A config from an optional YAML file, with non-None command-line values on top."""
+    base = cls.from_yaml(path).to_dict() if path else {}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    base.update({k: v for k, v in overrides.items() if k in names and v is not None})
+    for field_name, values in (nested or {}).items():
+        chosen = {k: v for k, v in values.items() if v is not None}
+        if chosen:
+            base[field_name] = {**base.get(field_name, {}), **chosen}
+    return cls.from_dict(base)

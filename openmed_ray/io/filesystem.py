@@ -1,0 +1,95 @@
+"""Local paths and `s3://` URIs behind one pyarrow filesystem interface.
+
+S3 honours the standard AWS variables, including AWS_ENDPOINT_URL (for MinIO, moto, or
+any S3-compatible store); pyarrow reads them itself.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def is_remote(uri: str | Path) -> bool:
+    return "://" in str(uri) and not str(uri).startswith("file://")
+
+
+def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI such as s3://bucket/key."""
+    text = str(uri)
+    if is_remote(text):
+        if text.startswith("s3://"):
+            return _s3_filesystem(), text[len("s3://") :].rstrip("/")
+        return pafs.FileSystem.from_uri(text)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    if endpoint:
+        scheme = "http" if endpoint.startswith("http://") else "https"
+        return pafs.S3FileSystem(
+            endpoint_override=endpoint.split("://", 1)[-1], scheme=scheme, region=region
+        )
+    return pafs.S3FileSystem(region=region)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI or path parts with '/' (works for s3:// and local paths alike)."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def exists(uri: str | Path) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def write_parquet_atomic(table: pa.Table, uri: str | Path, **options) -> None:
+    """Write a Parquet file so that readers see either nothing or the complete file.
+
+    Locally the file is written under a hidden temporary name in the same directory and
+    renamed into place. An S3 object only becomes visible when its upload completes, so the
+    final key is written directly.
+    """
+    fs, path = resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(table, temporary, filesystem=fs, **options)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    else:
+        pq.write_table(table, path, filesystem=fs, **options)
+
+
+def write_bytes_atomic(data: bytes, uri: str | Path) -> None:
+    """Atomically write a small file (JSON summaries, manifests)."""
+    fs, path = resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        temporary = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    else:
+        with fs.open_output_stream(path) as handle:
+            handle.write(data)
+
+
+def read_bytes(uri: str | Path) -> bytes:
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as handle:
+        return handle.read()

@@ -1,0 +1,220 @@
+"""Adapter bundles: one self-describing directory per trained model.
+
+    adapter_config.json, adapter_model.safetensors   LoRA on the encoder (standard PEFT;
+                                                      PeftModel.from_pretrained loads it)
+    encoder/                                          full fine-tuning instead: the whole encoder
+    head.safetensors                                  the linear token-classification head
+    labels.json                                       BIO labels in head order
+    card.json, README.md                              provenance and metrics
+
+The bundle's version is a content hash of its weights and labels, so the `adapter_version`
+of an annotation names exactly the weights that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from openmed_ray.errors import OpenMedError
+from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
+from openmed_ray.models.classifier import TokenClassifier, load_encoder
+
+HEAD_FILE = "head.safetensors"
+LABELS_FILE = "labels.json"
+CARD_FILE = "card.json"
+LORA_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ENCODER_DIR = "encoder"
+
+
+class BundleError(OpenMedError):
+    """A directory that is not a valid adapter bundle."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    model: TokenClassifier
+    tokenizer: Any
+    labels: list[str]
+    card: dict[str, Any]
+    version: str
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name") or self.path.name
+
+    @property
+    def entity_types(self) -> list[str]:
+        return sorted({label[2:] for label in self.labels if label != "O"})
+
+
+def _cast_file(path: Path, dtype: torch.dtype) -> None:
+    tensors = load_file(str(path))
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def save_bundle(
+    model: TokenClassifier,
+    labels: list[str],
+    card: dict[str, Any],
+    directory: str | Path,
+    *,
+    backbone_spec: str,
+    save_dtype: str = "float32",
+) -> str:
+    """Write a bundle atomically (into a temporary sibling, then renamed); returns its version."""
+    directory = Path(directory)
+    staging = directory.with_name(f".{directory.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    dtype = torch.float16 if save_dtype == "float16" else torch.float32
+    if model.is_lora:
+        model.encoder.save_pretrained(str(staging))
+        config_path = staging / "adapter_config.json"
+        adapter_config = json.loads(config_path.read_text())
+        adapter_config["base_model_name_or_path"] = backbone_spec  # not this machine's path
+        config_path.write_text(json.dumps(adapter_config, indent=2))
+        weights = [staging / "adapter_model.safetensors"]
+    else:
+        model.encoder.save_pretrained(str(staging / ENCODER_DIR))
+        weights = sorted((staging / ENCODER_DIR).glob("*.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.head_state().items()},
+        str(staging / HEAD_FILE),
+        metadata={"format": "pt"},
+    )
+    weights.append(staging / HEAD_FILE)
+    if dtype != torch.float32:
+        for path in weights:
+            _cast_file(path, dtype)
+    (staging / LABELS_FILE).write_text(json.dumps({"labels": labels, "scheme": "IOB2"}, indent=2))
+    version = bundle_version(staging)
+    card = {**card, "version": version, "backbone": backbone_spec, "save_dtype": save_dtype}
+    (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False))
+    (staging / "README.md").write_text(render_card_markdown(card))
+    if directory.exists():
+        shutil.rmtree(directory)
+    staging.rename(directory)
+    return version
+
+
+def bundle_version(directory: str | Path) -> str:
+    """Content hash of the weights and labels (the card's own metrics do not change it)."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    files = [directory / LABELS_FILE, directory / HEAD_FILE]
+    files += [directory / name for name in LORA_FILES if (directory / name).is_file()]
+    files += sorted((directory / ENCODER_DIR).glob("*.safetensors"))
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def is_bundle(directory: str | Path) -> bool:
+    directory = Path(directory)
+    return (directory / HEAD_FILE).is_file() and (directory / LABELS_FILE).is_file()
+
+
+def read_card(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CARD_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_bundle(
+    directory: str | Path, *, backbone: str | None = None, merge: bool = False
+) -> Bundle:
+    """Rebuild the classifier from a bundle, in eval mode on the CPU.
+
+    `backbone` overrides the card's backbone (for a bundle trained on a backbone that lives
+    elsewhere on this machine). `merge=True` folds LoRA into the encoder for fast inference.
+    """
+    directory = Path(directory)
+    if not is_bundle(directory):
+        raise BundleError(
+            f"{directory} is not an adapter bundle: it needs {HEAD_FILE} and {LABELS_FILE}"
+        )
+    card = read_card(directory)
+    labels = json.loads((directory / LABELS_FILE).read_text())["labels"]
+    backbone_spec = backbone or card.get("backbone")
+    if not backbone_spec:
+        raise BundleError(f"{directory}/{CARD_FILE} does not name its backbone; pass backbone=")
+    if (directory / ENCODER_DIR).is_dir():
+        encoder = load_encoder(directory / ENCODER_DIR).float()
+    else:
+        from peft import PeftModel
+
+        base = load_encoder(resolve_backbone(backbone_spec))
+        encoder = PeftModel.from_pretrained(base, str(directory))
+    model = TokenClassifier(encoder, len(labels))
+    head = {k.split(".", 1)[1]: v.float() for k, v in load_file(str(directory / HEAD_FILE)).items()}
+    model.classifier.load_state_dict(head)
+    if merge:
+        model.merge_lora()
+    model.float().eval()
+    tokenizer = load_tokenizer(resolve_backbone(backbone_spec))
+    return Bundle(directory, model, tokenizer, labels, card, bundle_version(directory))
+
+
+def render_card_markdown(card: dict[str, Any]) -> str:
+    """A human-readable model card from card.json."""
+    lines = [f"# {card.get('name', 'adapter')}: {card.get('dataset', '')} NER adapter", ""]
+    lines.append(
+        f"- backbone: `{card.get('backbone')}`; method: {card.get('method_label', card.get('method'))}"
+    )
+    lines.append(f"- version: `{card.get('version')}`; labels: {', '.join(card.get('labels', []))}")
+    if "trainable_parameters" in card:
+        lines.append(
+            f"- trainable parameters: {card['trainable_parameters']:,} of {card['total_parameters']:,}"
+        )
+    lines.append(
+        f"- epochs: {card.get('epochs_trained')} (best dev epoch {card.get('best_epoch')}); "
+        f"training seconds: {card.get('train_seconds')}"
+    )
+    for split in ("dev", "test"):
+        metrics = card.get("metrics", {}).get(split)
+        if not metrics:
+            continue
+        lines += [
+            "",
+            f"## {split} (seqeval default mode; strict IOB2 F1 {metrics['strict']['f1']:.4f})",
+            "",
+            "| type | precision | recall | F1 | support |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for entity_type, score in metrics["per_type"].items():
+            lines.append(
+                f"| {entity_type} | {score['precision']:.4f} | {score['recall']:.4f} | "
+                f"{score['f1']:.4f} | {score['support']} |"
+            )
+        lines.append(
+            f"| **micro** | {metrics['precision']:.4f} | {metrics['recall']:.4f} | "
+            f"{metrics['f1']:.4f} | {metrics['support']} |"
+        )
+    lines += [
+        "",
+        "## Hyperparameters",
+        "",
+        "```json",
+        json.dumps(card.get("hyperparameters", {}), indent=2),
+        "```",
+        "",
+    ]
+    lines += [
+        "## Provenance",
+        "",
+        "```json",
+        json.dumps({k: card.get(k) for k in ("data_files", "versions", "created")}, indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

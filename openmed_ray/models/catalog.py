@@ -1,0 +1,99 @@
+"""The adapter catalog: names to bundle directories.
+
+Lookup order for a name: user catalogs (JSON files named by $OPENMED_RAY_CATALOG, separated
+by os.pathsep, each mapping name -> bundle path; written by `openmed-ray select`), then the
+bundles shipped inside the package (openmed_ray/adapters/<name>/). Anything else is taken
+as a path: a bundle directory, or a fine-tuning run directory holding `adapter/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from openmed_ray.errors import OpenMedError
+from openmed_ray.models.bundle import is_bundle, read_card
+
+CATALOG_ENV = "OPENMED_RAY_CATALOG"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "adapters"
+DEFAULT_ADAPTERS = ("disease", "chemical")
+
+
+class UnknownAdapterError(OpenMedError):
+    """An adapter name that is in no catalog and is not a bundle path."""
+
+
+def user_catalogs() -> list[Path]:
+    raw = os.environ.get(CATALOG_ENV, "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]
+
+
+def _read_catalog(path: Path) -> dict[str, Path]:
+    if not path.is_file():
+        return {}
+    entries = json.loads(path.read_text())
+    return {name: (path.parent / entry["path"]).resolve() for name, entry in entries.items()}
+
+
+def catalog_entries() -> dict[str, Path]:
+    """Every named adapter: shipped ones, overridden by user catalogs."""
+    entries: dict[str, Path] = {}
+    if SHIPPED_DIR.is_dir():
+        entries.update({p.name: p for p in sorted(SHIPPED_DIR.iterdir()) if is_bundle(p)})
+    for catalog in user_catalogs():
+        entries.update(_read_catalog(catalog))
+    return entries
+
+
+def resolve_adapter(name_or_path: str | Path) -> Path:
+    """The bundle directory for a catalog name or a path."""
+    entries = catalog_entries()
+    if str(name_or_path) in entries:
+        return entries[str(name_or_path)]
+    path = Path(name_or_path).expanduser()
+    if is_bundle(path):
+        return path.resolve()
+    if is_bundle(path / "adapter"):
+        return (path / "adapter").resolve()
+    known = ", ".join(sorted(entries)) or "none"
+    raise UnknownAdapterError(
+        f"unknown adapter {str(name_or_path)!r}: not a catalog name (known: {known}) and not a "
+        "bundle directory (one with head.safetensors and labels.json)"
+    )
+
+
+def list_adapters() -> list[dict[str, Any]]:
+    """Name, dataset, method and test F1 of every catalog adapter."""
+    rows = []
+    for name, path in sorted(catalog_entries().items()):
+        card = read_card(path)
+        test = card.get("metrics", {}).get("test", {})
+        rows.append(
+            {
+                "name": name,
+                "path": str(path),
+                "dataset": card.get("dataset"),
+                "backbone": card.get("backbone"),
+                "method": card.get("method_label", card.get("method")),
+                "entity_types": card.get("entity_types", []),
+                "test_f1": test.get("f1"),
+                "test_precision": test.get("precision"),
+                "test_recall": test.get("recall"),
+                "version": card.get("version"),
+                "shipped": path.parent == SHIPPED_DIR,
+            }
+        )
+    return rows
+
+
+def register_adapter(catalog: str | Path, name: str, bundle: str | Path) -> None:
+    """Add or replace `name` in a user catalog file (atomically)."""
+    catalog = Path(catalog)
+    entries = json.loads(catalog.read_text()) if catalog.is_file() else {}
+    entries[name] = {"path": os.path.relpath(Path(bundle).resolve(), catalog.parent.resolve())}
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    temporary = catalog.with_name(f".{catalog.name}.tmp")
+    temporary.write_text(json.dumps(entries, indent=2, sort_keys=True))
+    temporary.replace(catalog)

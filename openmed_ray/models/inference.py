@@ -1,0 +1,76 @@
+"""Batched forward passes over windows: length-sorted, dynamically padded, inference mode.
+
+Used by evaluation during training and by the annotation engine, so both see exactly the
+same predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from openmed_ray.text.windows import EncodedWindow, stitch
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), right-padded to the longest sequence."""
+    width = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def window_log_probs(
+    model: torch.nn.Module,
+    windows: Sequence[EncodedWindow],
+    *,
+    pad_id: int,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
+    """Per window, log-probabilities (n_owned_words, n_labels) at each owned word's first piece."""
+    results: list[np.ndarray | None] = [None] * len(windows)
+    # Sorting by length keeps padding (wasted compute) minimal within each batch.
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    was_training = model.training
+    model.eval()
+    try:
+        for begin in range(0, len(order), batch_size):
+            chunk = order[begin : begin + batch_size]
+            ids, mask = pad_batch([windows[i].input_ids for i in chunk], pad_id, device)
+            log_probs = torch.log_softmax(model(ids, mask).float(), dim=-1).cpu().numpy()
+            for row, index in enumerate(chunk):
+                results[index] = log_probs[row, windows[index].first_piece_positions]
+    finally:
+        model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+def sentence_log_probs(
+    model: torch.nn.Module,
+    windows_per_sentence: Sequence[Sequence[EncodedWindow]],
+    n_words: Sequence[int],
+    *,
+    pad_id: int,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
+    """Per sentence, log-probabilities (n_words, n_labels), stitched across its windows."""
+    flat = [w for windows in windows_per_sentence for w in windows]
+    per_window = window_log_probs(model, flat, pad_id=pad_id, batch_size=batch_size, device=device)
+    out, cursor = [], 0
+    for windows, count in zip(windows_per_sentence, n_words, strict=True):
+        values = per_window[cursor : cursor + len(windows)]
+        cursor += len(windows)
+        rows = stitch(count, windows, [list(v) for v in values])
+        n_labels = per_window[0].shape[1] if per_window else 0
+        out.append(np.stack(rows) if rows else np.zeros((0, n_labels), dtype=np.float32))
+    return out

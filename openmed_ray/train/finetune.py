@@ -1,0 +1,217 @@
+"""Fine-tuning on Ray Train: pre-flight checks, TorchTrainer, then the adapter bundle.
+
+OUTPUT/adapter/        the adapter bundle (best dev epoch)
+OUTPUT/ray/finetune/   Ray Train run: checkpoints used by --resume
+OUTPUT/finetune.json   config, per-epoch history, dev and test metrics
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openmed_ray.config import FinetuneConfig
+from openmed_ray.errors import OpenMedError
+from openmed_ray.io.filesystem import write_bytes_atomic
+from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
+from openmed_ray.models.bundle import save_bundle
+from openmed_ray.models.classifier import count_parameters
+from openmed_ray.text.windows import WindowSpec
+from openmed_ray.train.data import check_splits
+from openmed_ray.train.evaluate import evaluate_model
+from openmed_ray.train.loop import (
+    STATE_FILE,
+    load_best_model,
+    load_splits,
+    ray_train_loop_per_worker,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_NAME = "finetune"
+
+
+class ResourceError(OpenMedError):
+    """Requested resources (GPUs, workers) that the cluster cannot provide."""
+
+
+@dataclass
+class FinetuneResult:
+    output: Path
+    bundle: Path
+    card: dict[str, Any]
+
+
+def method_label(config: FinetuneConfig) -> str:
+    if config.method == "full":
+        return "full fine-tuning"
+    targets = (
+        "q/v" if tuple(config.lora.targets) == ("query", "value") else ",".join(config.lora.targets)
+    )
+    return f"{targets} LoRA r{config.lora.rank}"
+
+
+def preflight(config: FinetuneConfig) -> list[str]:
+    """Fail before any Ray work: dataset, labels, backbone, tokenizer. Returns the labels."""
+    splits = load_splits(config)
+    labels = check_splits(config.dataset, splits)
+    load_tokenizer(resolve_backbone(config.backbone))
+    return labels
+
+
+def check_resources(config: FinetuneConfig) -> None:
+    import ray
+
+    if config.gpus_per_worker > 0:
+        available = ray.cluster_resources().get("GPU", 0)
+        wanted = config.gpus_per_worker * config.workers
+        if available < wanted:
+            raise ResourceError(
+                f"{config.workers} worker(s) x {config.gpus_per_worker} GPU need {wanted} GPU(s), "
+                f"but the Ray cluster has {available:g}; drop --gpus-per-worker to train on CPU"
+            )
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if config.cpus_per_worker * config.workers > cpus:
+        raise ResourceError(
+            f"{config.workers} worker(s) x {config.cpus_per_worker} CPU exceed the cluster's "
+            f"{cpus:g} CPUs; lower --workers or --cpus-per-worker"
+        )
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import ray
+    import torch
+    import transformers
+
+    import openmed_ray
+
+    return {
+        "openmed_ray": openmed_ray.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "ray": ray.__version__,
+    }
+
+
+def finetune(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
+    """Train with Ray Train, keep the best dev epoch, evaluate dev and test once, write a bundle."""
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    labels = preflight(config)
+    output = Path(config.output).expanduser().resolve()
+    storage = output / "ray"
+    if (storage / RUN_NAME).exists() and not config.resume:
+        raise OpenMedError(
+            f"{output} already holds a training run; pass --resume to continue it, or choose "
+            "another --output"
+        )
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=True)
+    check_resources(config)
+    use_gpu = config.gpus_per_worker > 0
+    resources = {"CPU": config.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = config.gpus_per_worker
+    trainer = TorchTrainer(
+        ray_train_loop_per_worker,
+        train_loop_config=config.to_dict(),
+        scaling_config=ScalingConfig(
+            num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    wall_seconds = time.perf_counter() - started
+    if result.checkpoint is None:
+        raise OpenMedError(f"training produced no checkpoint; see the Ray logs under {storage}")
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        state = json.loads((Path(checkpoint_dir) / STATE_FILE).read_text())
+        model = load_best_model(config, checkpoint_dir, labels)
+    return _write_outputs(config, name, output, model, labels, state, wall_seconds)
+
+
+def _write_outputs(config, name, output, model, labels, state, wall_seconds) -> FinetuneResult:
+    from openmed_ray.datasets import require_dataset
+
+    backbone_dir = resolve_backbone(config.backbone)
+    tokenizer = load_tokenizer(backbone_dir)
+    dataset = require_dataset(config.dataset, config.data_root)
+    spec = WindowSpec(config.max_length, config.overlap)
+    metrics = {}
+    for split, key in (("devel", "dev"), ("test", "test")):
+        report, _ = evaluate_model(
+            model,
+            tokenizer,
+            labels,
+            dataset.load(split),
+            decoding=config.decoding,
+            spec=spec,
+            batch_size=config.eval_batch_size,
+        )
+        metrics[key] = report.to_dict()
+    trainable, total = count_parameters(model)
+    history = state["history"]
+    train_seconds = round(sum(h["epoch_seconds"] for h in history), 1)
+    card = {
+        "name": name or dataset.name.lower(),
+        "dataset": dataset.name,
+        "entity_types": sorted({label[2:] for label in labels if label != "O"}),
+        "labels": labels,
+        "method": config.method,
+        "method_label": method_label(config),
+        "decoding": config.decoding,
+        "hyperparameters": {
+            k: v for k, v in config.to_dict().items() if k not in ("output", "data_root", "resume")
+        },
+        "metrics": metrics,
+        "epochs_trained": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "stopped_early": state["stopped_early"],
+        "capped_by_time_budget": state.get("capped", False),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": round(train_seconds / max(1, len(history)), 1),
+        "wall_seconds": round(wall_seconds, 1),
+        "workers": config.workers,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "history": history,
+        "data_files": {split: dataset.file_sha256(split) for split in ("train", "devel", "test")},
+        "versions": _versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    bundle_dir = output / "adapter"
+    version = save_bundle(
+        model, labels, card, bundle_dir, backbone_spec=config.backbone, save_dtype=config.save_dtype
+    )
+    card["version"] = version
+    summary = {"config": config.to_dict(), "bundle": str(bundle_dir), **card}
+    write_bytes_atomic(json.dumps(summary, indent=2).encode(), output / "finetune.json")
+    log.info(
+        "%s: dev F1 %.4f, test F1 %.4f, bundle %s",
+        dataset.name,
+        metrics["dev"]["f1"],
+        metrics["test"]["f1"],
+        bundle_dir,
+    )
+    return FinetuneResult(output, bundle_dir, card)
+
+
+def clear_run(output: str | Path) -> None:
+    """Remove a previous run's checkpoints (used when the user asks for a fresh start)."""
+    shutil.rmtree(Path(output) / "ray" / RUN_NAME, ignore_errors=True)

@@ -1,0 +1,321 @@
+"""The fine-tuning loop, written once for Ray Train workers, Ray Tune trials and local runs.
+
+Per epoch: train on this rank's shard, evaluate dev micro-F1 (sharded, gathered), report
+metrics with a checkpoint, and stop after `patience` epochs without a dev gain. The
+checkpoint carries the latest state (to resume) and the best-dev weights (to keep).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from openmed_ray.config import FinetuneConfig
+from openmed_ray.datasets import require_dataset
+from openmed_ray.eval.metrics import evaluate
+from openmed_ray.io.iob import Sentence
+from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
+from openmed_ray.models.classifier import TokenClassifier, build_classifier, trainable_state
+from openmed_ray.models.inference import sentence_log_probs
+from openmed_ray.text.decoding import BioDecoder
+from openmed_ray.text.windows import EncodedWindow, WindowSpec
+from openmed_ray.train.data import check_splits, encode_sentences, epoch_batches, steps_per_epoch
+from openmed_ray.train.session import Session
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+LATEST_WEIGHTS = "latest.safetensors"
+BEST_WEIGHTS = "best.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+@dataclass
+class PreparedData:
+    labels: list[str]
+    train_windows: list[EncodedWindow]
+    dev: list[Sentence]
+    dev_windows: list[list[EncodedWindow]]
+
+
+def load_splits(config: FinetuneConfig) -> dict[str, list[Sentence]]:
+    dataset = require_dataset(config.dataset, config.data_root)
+    splits = {split: dataset.load(split) for split in ("train", "devel", "test")}
+    if config.max_train_sentences is not None:
+        splits["train"] = splits["train"][: config.max_train_sentences]
+    return splits
+
+
+def prepare_data(config: FinetuneConfig, tokenizer) -> PreparedData:
+    splits = load_splits(config)
+    labels = check_splits(config.dataset, splits)
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    spec = WindowSpec(config.max_length, config.overlap)
+    train_windows = [
+        w for ws in encode_sentences(tokenizer, splits["train"], label_to_id, spec) for w in ws
+    ]
+    dev_windows = encode_sentences(tokenizer, splits["devel"], None, spec)
+    return PreparedData(labels, train_windows, splits["devel"], dev_windows)
+
+
+def make_optimizer(model: torch.nn.Module, config: FinetuneConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; biases and LayerNorm weights get no weight decay."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.effective_learning_rate)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: FinetuneConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_ratio` of all steps, then cosine decay to zero."""
+    warmup = int(round(config.warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_loss(config: FinetuneConfig) -> torch.nn.CrossEntropyLoss:
+    return torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=config.label_smoothing)
+
+
+def predict_tags(
+    model: torch.nn.Module,
+    sentences: list[Sentence],
+    windows: list[list[EncodedWindow]],
+    decoder: BioDecoder,
+    *,
+    pad_id: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> list[list[str]]:
+    log_probs = sentence_log_probs(
+        model,
+        windows,
+        [len(s) for s in sentences],
+        pad_id=pad_id,
+        batch_size=batch_size,
+        device=device,
+    )
+    return [decoder.decode_tags(lp) for lp in log_probs]
+
+
+def _unwrap(model: torch.nn.Module) -> TokenClassifier:
+    return model.module if hasattr(model, "module") else model  # DDP wraps in .module
+
+
+def _set_threads(config: FinetuneConfig) -> None:
+    threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // config.workers)
+    # Ray sets OMP_NUM_THREADS from num_cpus; set torch's pool explicitly.
+    torch.set_num_threads(threads)
+
+
+def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any]:
+    """Train until early stopping or `epochs`; returns the final state dict (metrics)."""
+    _set_threads(config)
+    torch.manual_seed(config.seed)
+    device = session.device()
+    use_cuda = device.type == "cuda"
+    backbone_dir = resolve_backbone(config.backbone)
+    tokenizer = load_tokenizer(backbone_dir)
+    data = prepare_data(config, tokenizer)
+    model = build_classifier(
+        backbone_dir,
+        len(data.labels),
+        config.lora if config.method == "lora" else None,
+        head_dropout=config.head_dropout,
+        gradient_checkpointing=use_cuda,  # memory for speed, only where memory is scarce
+    )
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_dev_f1": -1.0,
+        "best_epoch": 0,
+        "epochs_without_gain": 0,
+        "history": [],
+        "labels": data.labels,
+        "stopped_early": False,
+        "capped": False,
+        "elapsed_seconds": 0.0,
+    }
+    steps = steps_per_epoch(len(data.train_windows), config.batch_size, session.world_size)
+    total_steps = steps * config.epochs
+    optimizer_state = None
+    with session.restored_checkpoint() as checkpoint_dir:
+        if checkpoint_dir is not None:
+            state = json.loads((checkpoint_dir / STATE_FILE).read_text())
+            model.load_state_dict(load_file(str(checkpoint_dir / LATEST_WEIGHTS)), strict=False)
+            best_weights = load_file(str(checkpoint_dir / BEST_WEIGHTS))
+            optimizer_state = torch.load(checkpoint_dir / OPTIMIZER_FILE, weights_only=False)
+            log.info(
+                "resuming after epoch %d (best dev F1 %.4f)", state["epoch"], state["best_dev_f1"]
+            )
+    model.to(device)
+    model = session.prepare_model(model)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, total_steps)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+    else:
+        best_weights = trainable_state(_unwrap(model))
+    loss_fn = make_loss(config)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda)
+    decoder = BioDecoder(data.labels, config.decoding)
+    pad_id = tokenizer.pad_token_id or 0
+    n_labels = len(data.labels)
+
+    while state["epoch"] < config.epochs and not (state["stopped_early"] or state["capped"]):
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        model.train()
+        total_loss, n_batches = 0.0, 0
+        for batch in epoch_batches(
+            data.train_windows,
+            global_batch_size=config.batch_size,
+            rank=session.rank,
+            world_size=session.world_size,
+            epoch=epoch,
+            seed=config.seed,
+            pad_id=pad_id,
+        ):
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_cuda):
+                logits = model(batch.input_ids.to(device), batch.attention_mask.to(device))
+                loss = loss_fn(logits.float().view(-1, n_labels), batch.labels.to(device).view(-1))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += float(loss.detach())
+            n_batches += 1
+        train_seconds = time.perf_counter() - started
+
+        # Dev evaluation: each rank predicts every world_size-th sentence; rank order restores it.
+        mine = list(range(session.rank, len(data.dev), session.world_size))
+        predicted = predict_tags(
+            _unwrap(model),
+            [data.dev[i] for i in mine],
+            [data.dev_windows[i] for i in mine],
+            decoder,
+            pad_id=pad_id,
+            batch_size=config.eval_batch_size,
+            device=device,
+        )
+        gathered = session.all_gather((mine, predicted))
+        dev_tags: list[list[str]] = [[] for _ in data.dev]
+        for indices, tags in gathered:
+            for index, sentence_tags in zip(indices, tags, strict=True):
+                dev_tags[index] = sentence_tags
+        report = evaluate([list(s.tags) for s in data.dev], dev_tags)
+        losses = session.all_gather(total_loss / max(1, n_batches))
+
+        state["epoch"] = epoch + 1
+        improved = report.f1 > state["best_dev_f1"]
+        if improved:
+            state.update(best_dev_f1=report.f1, best_epoch=epoch + 1, epochs_without_gain=0)
+            best_weights = trainable_state(_unwrap(model))
+        else:
+            state["epochs_without_gain"] += 1
+        state["stopped_early"] = state["epochs_without_gain"] >= config.patience
+        state["elapsed_seconds"] += time.perf_counter() - started
+        if config.max_seconds is not None and state["epoch"] < config.epochs:
+            # Stop when another epoch of the same length would overrun the budget.
+            epoch_time = time.perf_counter() - started
+            state["capped"] = state["elapsed_seconds"] + epoch_time > config.max_seconds
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "dev_precision": report.precision,
+            "dev_recall": report.recall,
+            "dev_f1": report.f1,
+            "dev_strict_f1": report.strict.f1,
+            "best_dev_f1": state["best_dev_f1"],
+            "best_epoch": state["best_epoch"],
+            "learning_rate": scheduler.get_last_lr()[0],
+            "epoch_seconds": round(time.perf_counter() - started, 2),
+            "train_seconds": round(train_seconds, 2),
+            "stopped_early": state["stopped_early"],
+            "capped": state["capped"],
+        }
+        state["history"].append(metrics)
+        latest = trainable_state(_unwrap(model))
+        snapshot = json.loads(json.dumps(state))
+        optimizer_snapshot = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+
+        def write_checkpoint(
+            directory: Path,
+            latest=latest,
+            best=best_weights,
+            snapshot=snapshot,
+            opt=optimizer_snapshot,
+        ) -> None:
+            save_file(
+                {k: v.contiguous() for k, v in latest.items()}, str(directory / LATEST_WEIGHTS)
+            )
+            save_file({k: v.contiguous() for k, v in best.items()}, str(directory / BEST_WEIGHTS))
+            torch.save(opt, directory / OPTIMIZER_FILE)
+            (directory / STATE_FILE).write_text(json.dumps(snapshot, indent=2))
+
+        session.report(metrics, write_checkpoint)
+        if session.rank == 0:
+            log.info(
+                "epoch %d: loss %.4f dev F1 %.4f (best %.4f @ %d) %.1fs",
+                epoch + 1,
+                metrics["train_loss"],
+                report.f1,
+                state["best_dev_f1"],
+                state["best_epoch"],
+                metrics["epoch_seconds"],
+            )
+    return state
+
+
+def ray_train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Entry point for TorchTrainer workers."""
+    from openmed_ray.train.session import RayTrainSession
+
+    logging.basicConfig(level=logging.INFO)
+    run_finetune_loop(FinetuneConfig.from_dict(config), RayTrainSession())
+
+
+def load_best_model(
+    config: FinetuneConfig, checkpoint_dir: str | Path, labels: list[str]
+) -> TokenClassifier:
+    """A classifier holding the best-dev weights from a checkpoint directory."""
+    model = build_classifier(
+        resolve_backbone(config.backbone),
+        len(labels),
+        config.lora if config.method == "lora" else None,
+        head_dropout=config.head_dropout,
+    )
+    missing = model.load_state_dict(
+        load_file(str(Path(checkpoint_dir) / BEST_WEIGHTS)), strict=False
+    )
+    if missing.unexpected_keys:
+        raise RuntimeError(f"checkpoint has unexpected weights: {missing.unexpected_keys[:5]}")
+    return model.eval()

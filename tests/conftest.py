@@ -1,0 +1,107 @@
+"""Shared fixtures: a tiny BERT backbone and a tiny benchmark built inside the test session."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING", "0")
+os.environ.setdefault("RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING", "0")
+
+CHEMICALS = ["aspirin", "ibuprofen", "cisplatin", "heparin", "warfarin", "lithium"]
+DISEASES = ["asthma", "fever", "migraine", "anemia", "sepsis", "gout"]
+FILLER = ["the", "patient", "had", "was", "given", "after", "with", "severe", "and", "of", "a"]
+PUNCT = [".", ",", "(", ")", "-"]
+SUFFIX_PIECES = ["##s", "##ic", "##al"]
+
+
+def tiny_vocab() -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    pieces = ["##" + c for c in letters]
+    return specials + CHEMICALS + DISEASES + FILLER + PUNCT + SUFFIX_PIECES + letters + pieces
+
+
+def make_tiny_backbone(directory, layers: int = 2, hidden: int = 32):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(tiny_vocab()) + "\n")
+    tokenizer = BertTokenizerFast(
+        vocab=str(vocab_file), do_lower_case=True
+    )  # transformers 5: `vocab`
+    tokenizer.save_pretrained(str(directory))
+    config = BertConfig(
+        vocab_size=len(tiny_vocab()),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(str(directory))
+    return directory
+
+
+def synthetic_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
+    """A sentence with chemicals (1-2 words) and diseases, learnable from word identity."""
+    tokens, tags = [], []
+    for _ in range(rng.randint(3, 9)):
+        roll = rng.random()
+        if roll < 0.18:
+            tokens.append(rng.choice(CHEMICALS))
+            tags.append("B-Chemical")
+            if rng.random() < 0.3:
+                tokens.append(rng.choice(CHEMICALS))
+                tags.append("I-Chemical")
+        elif roll < 0.32:
+            tokens.append(rng.choice(DISEASES))
+            tags.append("B-Disease")
+        elif roll < 0.4:
+            tokens.append(rng.choice(PUNCT))
+            tags.append("O")
+        else:
+            tokens.append(rng.choice(FILLER))
+            tags.append("O")
+    return tokens, tags
+
+
+def make_tiny_dataset(root, name: str = "NCBI-disease", sizes=(160, 40, 40), seed: int = 0):
+    """Write <root>/bioner/<name>/{train,devel,test}.tsv with synthetic sentences."""
+    rng = random.Random(seed)
+    directory = root / "bioner" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, size in zip(("train", "devel", "test"), sizes, strict=True):
+        lines = []
+        for _ in range(size):
+            tokens, tags = synthetic_sentence(rng)
+            lines += [f"{t}\t{g}" for t, g in zip(tokens, tags, strict=True)] + [""]
+        (directory / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    return make_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray runtime for the whole session (starting Ray costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
