@@ -164,6 +164,74 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- adapters
+def _add_adapters(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("adapters", help="list the adapter catalog with test F1")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(handler=_run_adapters)
+
+
+def _run_adapters(args: argparse.Namespace) -> int:
+    from openmed_ray.models.catalog import list_adapters
+
+    rows = list_adapters()
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'name':<14} {'dataset':<15} {'test F1':>8} {'method':<22} {'version':<17} types")
+    for row in rows:
+        f1 = f"{row['test_f1']:.4f}" if row["test_f1"] is not None else "-"
+        print(
+            f"{row['name']:<14} {row['dataset'] or '-':<15} {f1:>8} {row['method'] or '-':<22} "
+            f"{row['version'] or '-':<17} {', '.join(row['entity_types'])}"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------- annotate
+def _add_annotate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "annotate", help="annotate a Parquet corpus (local or s3://) on Ray Data"
+    )
+    parser.add_argument("--config", help="YAML with AnnotateConfig fields; flags override it")
+    parser.add_argument("--input", help="Parquet file, directory or s3:// URI")
+    parser.add_argument("--output", help="directory or s3:// URI")
+    parser.add_argument(
+        "--adapters", help="comma-separated names or paths (default: disease,chemical)"
+    )
+    parser.add_argument("--id-column")
+    parser.add_argument("--text-column")
+    parser.add_argument("--batch-size", type=int, help="windows per forward pass")
+    parser.add_argument("--docs-per-batch", type=int, help="documents per Ray Data batch")
+    parser.add_argument("--rows-per-file", type=int, help="documents per output file pair")
+    parser.add_argument("--actors", help="MIN:MAX actor pool size, or N")
+    parser.add_argument("--cpus-per-actor", type=float)
+    parser.add_argument("--gpus-per-actor", type=float)
+    parser.add_argument("--threads-per-actor", type=int)
+    parser.add_argument("--threshold", type=float)
+    parser.add_argument("--aggregation", choices=["simple", "first", "max", "average"])
+    parser.add_argument("--quantize", choices=["none", "int8"])
+    parser.add_argument("--resume", action="store_true", default=None)
+    parser.add_argument("--address", help="Ray cluster address (default: local or RAY_ADDRESS)")
+    parser.set_defaults(handler=_run_annotate)
+
+
+def _run_annotate(args: argparse.Namespace) -> int:
+    from openmed_ray.annotate.pipeline import annotate_corpus, format_summary
+    from openmed_ray.config import AnnotateConfig, load_with_overrides, parse_actor_range
+
+    overrides = dict(vars(args))
+    if args.adapters:
+        overrides["adapters"] = [a.strip() for a in args.adapters.split(",") if a.strip()]
+    if args.actors:
+        overrides["min_actors"], overrides["max_actors"] = parse_actor_range(args.actors)
+    config = load_with_overrides(AnnotateConfig, args.config, overrides)
+    _init_ray(args.address)
+    summary = annotate_corpus(config)
+    print(format_summary(summary))
+    return 0
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -171,7 +239,15 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, ignore_reinit_error=True)
 
 
-VERBS = (_add_datasets, _add_export, _add_eval, _add_finetune, _add_evaluate)
+VERBS = (
+    _add_datasets,
+    _add_export,
+    _add_eval,
+    _add_finetune,
+    _add_evaluate,
+    _add_adapters,
+    _add_annotate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -222,3 +222,63 @@ def load_with_overrides(
         if chosen:
             base[field_name] = {**base.get(field_name, {}), **chosen}
     return cls.from_dict(base)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotateConfig(Config):
+    """Batch annotation of a Parquet corpus (local or s3://) with one pass per batch."""
+
+    input: str = ""
+    output: str = ""
+    adapters: tuple[str, ...] = ()  # empty: the shipped defaults (disease, chemical)
+    id_column: str = "doc_id"
+    text_column: str = "text"
+    batch_size: int = 64  # windows per forward pass
+    docs_per_batch: int = 256  # documents per Ray Data batch handed to an actor
+    rows_per_file: int = 20_000  # documents per output file pair (entities + documents)
+    min_actors: int = 1
+    max_actors: int | None = None  # None: one per spare CPU, at least 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    threads_per_actor: int | None = None  # None: node CPUs / actors per node
+    threshold: float = 0.0
+    aggregation: str = "first"  # first | average | max | simple
+    quantize: str = "none"  # none | int8
+    resume: bool = False
+
+    def validate(self) -> None:
+        require(bool(self.input), "input", "is required (a Parquet file, directory or s3:// URI)")
+        require(bool(self.output), "output", "is required (a directory or s3:// URI)")
+        require(bool(self.id_column), "id_column", "must not be empty")
+        require(bool(self.text_column), "text_column", "must not be empty")
+        require(self.id_column != self.text_column, "id_column", "must differ from text_column")
+        require(self.batch_size > 0, "batch_size", "must be > 0")
+        require(self.docs_per_batch > 0, "docs_per_batch", "must be > 0")
+        require(self.rows_per_file > 0, "rows_per_file", "must be > 0")
+        require(self.min_actors >= 1, "min_actors", "must be >= 1")
+        require(
+            self.max_actors is None or self.max_actors >= self.min_actors,
+            "max_actors",
+            f"must be >= min_actors ({self.min_actors})",
+        )
+        require(self.cpus_per_actor > 0, "cpus_per_actor", "must be > 0")
+        require(self.gpus_per_actor >= 0, "gpus_per_actor", "must be >= 0")
+        require(0.0 <= self.threshold <= 1.0, "threshold", "must be in [0, 1]")
+        require(
+            self.aggregation in ("first", "average", "max", "simple"),
+            "aggregation",
+            "first, average, max or simple",
+        )
+        require(self.quantize in ("none", "int8"), "quantize", "none or int8")
+        require(all(a and a.strip() == a for a in self.adapters), "adapters", "empty adapter name")
+
+
+def parse_actor_range(text: str) -> tuple[int, int | None]:
+    """`MIN:MAX`, `N` (fixed) or `MIN:` (autoscale up to the cluster) for --actors."""
+    try:
+        if ":" in text:
+            low, high = text.split(":", 1)
+            return int(low), (int(high) if high else None)
+        return int(text), int(text)
+    except ValueError:
+        raise ConfigError(f"--actors: expected MIN:MAX or N, got {text!r}") from None

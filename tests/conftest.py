@@ -105,3 +105,90 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_backbone, tiny_data_root, tmp_path_factory):
+    """A trained tiny adapter bundle (full fine-tuning in-process: fast and accurate)."""
+    from openmed_ray.config import FinetuneConfig
+    from openmed_ray.train.finetune import finetune_local
+
+    config = FinetuneConfig(
+        dataset="NCBI-disease",
+        backbone=str(tiny_backbone),
+        output=str(tmp_path_factory.mktemp("bundle-run")),
+        data_root=str(tiny_data_root),
+        method="full",
+        learning_rate=5e-3,
+        batch_size=16,
+        epochs=6,
+        threads_per_worker=1,
+        warmup_ratio=0.0,
+    )
+    return finetune_local(config, name="tiny").bundle
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A real `ray start --head` cluster with the job server, stopped at the end of the session.
+
+    `--block` ties the cluster's processes to one process group we own, so tearing it down
+    never touches other Ray instances on the machine (unlike `ray stop`).
+    """
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent))
+    dashboard_port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    log = (tmp_path_factory.mktemp("ray-head") / "head.log").open("w")
+    process = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=2",
+            f"--port={free_port()}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard_port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            # The dashboard answers before the job agent; wait for the jobs API itself.
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            urllib.request.urlopen(f"{address}/api/jobs/", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                os.killpg(process.pid, signal.SIGKILL)
+                raise RuntimeError(f"ray head did not start; see {log.name}") from None
+            time.sleep(1)
+    yield address
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)

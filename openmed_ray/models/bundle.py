@@ -218,3 +218,31 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def export_transformers(bundle: Bundle, directory: str | Path) -> Path:
+    """Save a bundle as a plain transformers *ForTokenClassification model (LoRA merged).
+
+    The result loads with `AutoModelForTokenClassification` and `pipeline(...)`, so the
+    adapter can be used where openmed-ray is not installed, and baselines can run on it.
+    """
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    directory = Path(directory)
+    backbone_dir = resolve_backbone(bundle.card["backbone"])
+    config = AutoConfig.from_pretrained(
+        str(backbone_dir),
+        num_labels=len(bundle.labels),
+        id2label=dict(enumerate(bundle.labels)),
+        label2id={label: i for i, label in enumerate(bundle.labels)},
+    )
+    model = AutoModelForTokenClassification.from_config(config)
+    classifier = bundle.model
+    classifier.merge_lora()
+    missing = model.base_model.load_state_dict(classifier.encoder.state_dict(), strict=False)
+    if missing.unexpected_keys or any("pooler" not in k for k in missing.missing_keys):
+        raise BundleError(f"cannot map the encoder onto {type(model).__name__}: {missing}")
+    model.classifier.load_state_dict(classifier.classifier.state_dict())
+    model.save_pretrained(str(directory))
+    bundle.tokenizer.save_pretrained(str(directory))
+    return directory

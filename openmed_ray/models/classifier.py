@@ -43,9 +43,12 @@ class TokenClassifier(nn.Module):
 def load_encoder(backbone_dir: str | Path) -> nn.Module:
     from transformers import AutoModel
 
-    encoder = AutoModel.from_pretrained(str(backbone_dir))
     # The pooler is unused for token classification; dropping it keeps DDP from waiting on
     # gradients that never come in full fine-tuning.
+    try:
+        encoder = AutoModel.from_pretrained(str(backbone_dir), add_pooling_layer=False)
+    except TypeError:  # architectures without a pooler option
+        encoder = AutoModel.from_pretrained(str(backbone_dir))
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None
     return encoder

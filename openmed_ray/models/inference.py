@@ -27,6 +27,34 @@ def pad_batch(
     return ids.to(device), mask.to(device)
 
 
+AGGREGATIONS = ("first", "average", "max", "simple")
+
+
+def pool_word_pieces(
+    window: EncodedWindow, piece_log_probs: np.ndarray, aggregation: str
+) -> np.ndarray:
+    """Word-level log-probabilities from every wordpiece of each owned word.
+
+    `first` (and `simple`, its HF-compatible name here: the engine decodes whole words) uses
+    the first piece, the only one trained; `average` averages the pieces' probabilities;
+    `max` takes the piece with the most confident prediction.
+    """
+    if aggregation in ("first", "simple"):
+        return piece_log_probs[window.first_piece_positions]
+    rows = []
+    word_ids = window.word_ids
+    for word, first in zip(window.owned_words, window.first_piece_positions, strict=True):
+        end = first + 1
+        while end < len(word_ids) and word_ids[end] == word:
+            end += 1
+        pieces = piece_log_probs[first:end]
+        if aggregation == "average":
+            rows.append(np.log(np.exp(pieces).mean(axis=0)))
+        else:
+            rows.append(pieces[pieces.max(axis=1).argmax()])
+    return np.stack(rows) if rows else piece_log_probs[:0]
+
+
 @torch.inference_mode()
 def window_log_probs(
     model: torch.nn.Module,
@@ -35,8 +63,11 @@ def window_log_probs(
     pad_id: int,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    aggregation: str = "first",
 ) -> list[np.ndarray]:
-    """Per window, log-probabilities (n_owned_words, n_labels) at each owned word's first piece."""
+    """Per window, log-probabilities (n_owned_words, n_labels), one row per owned word."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     results: list[np.ndarray | None] = [None] * len(windows)
     # Sorting by length keeps padding (wasted compute) minimal within each batch.
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
@@ -48,7 +79,10 @@ def window_log_probs(
             ids, mask = pad_batch([windows[i].input_ids for i in chunk], pad_id, device)
             log_probs = torch.log_softmax(model(ids, mask).float(), dim=-1).cpu().numpy()
             for row, index in enumerate(chunk):
-                results[index] = log_probs[row, windows[index].first_piece_positions]
+                window = windows[index]
+                results[index] = pool_word_pieces(
+                    window, log_probs[row, : len(window.input_ids)], aggregation
+                )
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
@@ -62,10 +96,13 @@ def sentence_log_probs(
     pad_id: int,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    aggregation: str = "first",
 ) -> list[np.ndarray]:
     """Per sentence, log-probabilities (n_words, n_labels), stitched across its windows."""
     flat = [w for windows in windows_per_sentence for w in windows]
-    per_window = window_log_probs(model, flat, pad_id=pad_id, batch_size=batch_size, device=device)
+    per_window = window_log_probs(
+        model, flat, pad_id=pad_id, batch_size=batch_size, device=device, aggregation=aggregation
+    )
     out, cursor = [], 0
     for windows, count in zip(windows_per_sentence, n_words, strict=True):
         values = per_window[cursor : cursor + len(windows)]

@@ -36,14 +36,20 @@ class BioDecoder:
         self.method = method
         allowed, allowed_start = transition_mask(self.labels)
         # Additive penalties: 0 where allowed, -inf where forbidden.
+        self._allowed = allowed
+        self._allowed_start = allowed_start
         self._transitions = np.where(allowed, 0.0, -np.inf)
         self._start = np.where(allowed_start, 0.0, -np.inf)
 
     def decode(self, log_probs: np.ndarray) -> list[int]:
         if len(log_probs) == 0:
             return []
+        best = log_probs.argmax(axis=1)
         if self.method == "argmax":
-            return log_probs.argmax(axis=1).tolist()
+            return best.tolist()
+        # A valid argmax path is already the constrained optimum: skip the dynamic program.
+        if self._allowed_start[best[0]] and self._allowed[best[:-1], best[1:]].all():
+            return best.tolist()
         n_words = log_probs.shape[0]
         score = log_probs[0] + self._start
         backpointers = np.empty((n_words, len(self.labels)), dtype=np.int64)

@@ -292,11 +292,15 @@ def _window_sentence(
     prefix: list[int],
     suffix: list[int],
 ) -> list[EncodedWindow]:
-    windows = plan_windows(len(pieces), capacity, overlap)
-    owners = assign_owners(first_pieces, windows)
-    owned: list[list[int]] = [[] for _ in windows]
-    for word, k in enumerate(owners):
-        owned[k].append(word)
+    if len(pieces) <= capacity:
+        # Fast path (almost every sentence): one window that owns every word.
+        windows = [(0, len(pieces))]
+        owned = [list(range(len(first_pieces)))]
+    else:
+        windows = plan_windows(len(pieces), capacity, overlap)
+        owned = [[] for _ in windows]
+        for word, k in enumerate(assign_owners(first_pieces, windows)):
+            owned[k].append(word)
     n_prefix = len(prefix)
     result: list[EncodedWindow] = []
     for k, (start, end) in enumerate(windows):

@@ -143,10 +143,33 @@ def finetune(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
     with result.checkpoint.as_directory() as checkpoint_dir:
         state = json.loads((Path(checkpoint_dir) / STATE_FILE).read_text())
         model = load_best_model(config, checkpoint_dir, labels)
-    return _write_outputs(config, name, output, model, labels, state, wall_seconds)
+    return write_outputs(config, name, output, model, labels, state, wall_seconds)
 
 
-def _write_outputs(config, name, output, model, labels, state, wall_seconds) -> FinetuneResult:
+def finetune_local(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
+    """The same loop and outputs in this process, without Ray (notebooks, tests, debugging)."""
+    from openmed_ray.train.loop import run_finetune_loop
+    from openmed_ray.train.session import LocalSession
+
+    labels = preflight(config)
+    output = Path(config.output).expanduser().resolve()
+    session = LocalSession(output / "checkpoint", resume=config.resume)
+    started = time.perf_counter()
+    state = run_finetune_loop(config, session)
+    model = load_best_model(config, session.checkpoint_dir, labels)
+    return write_outputs(config, name, output, model, labels, state, time.perf_counter() - started)
+
+
+def write_outputs(
+    config: FinetuneConfig,
+    name: str | None,
+    output: Path,
+    model,
+    labels: list[str],
+    state: dict[str, Any],
+    wall_seconds: float,
+) -> FinetuneResult:
+    """Evaluate the best model on dev and test once, then write the bundle and finetune.json."""
     from openmed_ray.datasets import require_dataset
 
     backbone_dir = resolve_backbone(config.backbone)

@@ -1,0 +1,299 @@
+"""Annotation throughput against the Hugging Face pipeline baseline, same model, same documents.
+
+    python benchmarks/annotate_throughput.py --docs 400 --json benchmarks/results/annotate_throughput.json
+
+Systems, all on the first N PMC-OA abstracts of ../shared/data/corpora and one adapter
+(default: the shipped `ncbi-disease`, exported to a plain transformers model for the baseline):
+  1. baseline: transformers `pipeline("token-classification", aggregation_strategy="simple")`
+     fed through `KeyDataset` with batch_size=16, as in OpenMed's published batch example
+     (stride=50 so abstracts over 512 wordpieces do not crash it);
+  2. engine: openmed_ray's Annotator in-process (FP32);
+  3. ray_1_actor / ray_2_actors: the full Ray Data pipeline on local Ray;
+  4. options beyond FP32 (int8 dynamic quantization, per channel), with their F1 cost on
+     the adapter's benchmark test set.
+
+Reports wordpieces/s (content wordpieces of the documents, the same count for every system),
+docs/s and entities, the speedup over the baseline, and the share of this machine's FP32
+matmul peak (model FLOPs per wordpiece x wordpieces/s / peak, peak measured in this run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import torch  # noqa: E402
+
+from openmed_ray.config import resolve_data_root  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+def load_abstracts(n: int) -> list[dict]:
+    path = resolve_data_root() / "corpora" / "evidence-inference-pmcoa" / "abstracts.jsonl.gz"
+    docs = []
+    with gzip.open(path, "rt") as handle:
+        for line in handle:
+            record = json.loads(line)
+            if record["text"].strip():
+                docs.append({"doc_id": record["id"], "text": record["text"]})
+            if len(docs) == n:
+                break
+    return docs
+
+
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """FP32 matmul GFLOP/s on `threads` threads (best of `repeats`)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def flops_per_wordpiece(config, mean_sequence: float) -> float:
+    """Forward FLOPs per wordpiece of a BERT-style encoder: dense layers + attention."""
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    dense = 2 * (4 * h * h + 2 * h * inter)  # Q, K, V, O projections + the feed-forward pair
+    attention = 2 * 2 * mean_sequence * h  # scores and weighted sum
+    return layers * (dense + attention)
+
+
+def content_wordpieces(tokenizer, texts: list[str]) -> int:
+    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def run_baseline(model_dir: Path, texts: list[str], threads: int) -> dict:
+    from transformers import pipeline
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    torch.set_num_threads(threads)
+    ner = pipeline(
+        "token-classification", model=str(model_dir), aggregation_strategy="simple", stride=50
+    )
+
+    class Texts(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(texts)
+
+        def __getitem__(self, i):
+            return {"text": texts[i]}
+
+    started = time.perf_counter()
+    outputs = [entities for entities in ner(KeyDataset(Texts(), "text"), batch_size=16)]
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "entities": sum(len(o) for o in outputs)}
+
+
+def run_engine(
+    adapter: str, texts: list[str], threads: int, quantize: str = "none"
+) -> tuple[dict, list]:
+    from openmed_ray.annotate.annotator import Annotator
+
+    annotator = Annotator([adapter], threads=threads, quantize=quantize)
+    annotator.annotate(texts[:8])  # warm-up (allocator, kernels)
+    started = time.perf_counter()
+    results = []
+    for begin in range(0, len(texts), 256):
+        results.extend(annotator.annotate(texts[begin : begin + 256]))
+    seconds = time.perf_counter() - started
+    entities = [
+        (i, e.start, e.end, e.label, e.score) for i, r in enumerate(results) for e in r.entities
+    ]
+    return {"seconds": seconds, "entities": len(entities)}, entities
+
+
+def run_ray(adapter: str, docs: list[dict], actors: int, workdir: Path) -> tuple[dict, list]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    from openmed_ray.annotate.pipeline import annotate_corpus
+    from openmed_ray.config import AnnotateConfig
+    from openmed_ray.io.annotations import ENTITIES, read_parts
+
+    corpus = workdir / "corpus.parquet"
+    if not corpus.exists():
+        pq.write_table(
+            pa.table({"doc_id": [d["doc_id"] for d in docs], "text": [d["text"] for d in docs]}),
+            corpus,
+        )
+    out = workdir / f"ray-{actors}"
+    shutil.rmtree(out, ignore_errors=True)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    config = AnnotateConfig(
+        input=str(corpus),
+        output=str(out),
+        adapters=(adapter,),
+        min_actors=actors,
+        max_actors=actors,
+        cpus_per_actor=1.0 if actors == 1 else 0.5,
+        threads_per_actor=2 if actors == 1 else 1,
+        docs_per_batch=64,
+        rows_per_file=10_000,
+    )
+    started = time.perf_counter()
+    summary = annotate_corpus(config)
+    seconds = time.perf_counter() - started
+    index = {d["doc_id"]: i for i, d in enumerate(docs)}
+    table = read_parts(str(out), ENTITIES)
+    entities = sorted(
+        (index[d], s, e, label, score)
+        for d, s, e, label, score in zip(
+            *(table.column(c).to_pylist() for c in ("doc_id", "start", "end", "label", "score")),
+            strict=True,
+        )
+    )
+    return {
+        "seconds": seconds,
+        "entities": len(entities),
+        "pipeline_summary": summary["this_run"],
+    }, entities
+
+
+def same_entities(a: list, b: list, tolerance: float = 1e-4) -> bool:
+    a, b = sorted(a), sorted(b)
+    return len(a) == len(b) and all(
+        x[:4] == y[:4] and abs(x[4] - y[4]) <= tolerance for x, y in zip(a, b, strict=True)
+    )
+
+
+def f1_on_test(adapter: str, quantize: str) -> float:
+    from openmed_ray.datasets import require_dataset
+    from openmed_ray.models.adapters import load_predictor
+    from openmed_ray.models.bundle import read_card
+    from openmed_ray.models.catalog import resolve_adapter
+    from openmed_ray.train.evaluate import evaluate_model
+
+    card = read_card(resolve_adapter(adapter))
+    predictor = load_predictor(adapter, merge=True, quantize=quantize)
+    report, _ = evaluate_model(
+        predictor.model,
+        predictor.tokenizer,
+        predictor.labels,
+        require_dataset(card["dataset"]).load("test"),
+        decoding=predictor.decoding,
+    )
+    return report.f1
+
+
+def chart(payload: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["baseline", "engine", "ray_1_actor", "ray_2_actors", *payload["options"]]
+    values = [
+        (payload[n] if n in payload else payload["options"][n])["wordpieces_per_s"] for n in names
+    ]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bars = ax.bar(
+        names, values, color=["grey", "C0", "C1", "C1", *["C2"] * len(payload["options"])]
+    )
+    ax.bar_label(bars, fmt="%.0f")
+    ax.set_ylabel("wordpieces / s")
+    ax.set_title(f"Annotation throughput, {payload['docs']} PMC-OA abstracts, 2 CPU cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--docs", type=int, default=400)
+    parser.add_argument("--adapter", default="ncbi-disease")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=RESULTS / "annotate_throughput.json")
+    args = parser.parse_args(argv)
+
+    from openmed_ray.models.bundle import export_transformers, load_bundle
+    from openmed_ray.models.catalog import resolve_adapter
+
+    docs = load_abstracts(args.docs)
+    texts = [d["text"] for d in docs]
+    workdir = Path(tempfile.mkdtemp(prefix="throughput-"))
+    bundle = load_bundle(resolve_adapter(args.adapter))
+    model_dir = export_transformers(bundle, workdir / "hf-model")
+    pieces = content_wordpieces(bundle.tokenizer, texts)
+    peak = matmul_peak(args.threads)
+    flops = flops_per_wordpiece(bundle.model.encoder.config, mean_sequence=48)
+
+    def describe(result: dict) -> dict:
+        result = dict(result)
+        result["seconds"] = round(result["seconds"], 2)
+        result["wordpieces_per_s"] = round(pieces / result["seconds"], 1)
+        result["docs_per_s"] = round(len(texts) / result["seconds"], 2)
+        return result
+
+    payload: dict = {
+        "docs": len(texts),
+        "wordpieces": pieces,
+        "adapter": args.adapter,
+        "threads": args.threads,
+    }
+    payload["baseline"] = describe(run_baseline(model_dir, texts, args.threads))
+    engine, engine_entities = run_engine(args.adapter, texts, args.threads)
+    payload["engine"] = describe(engine)
+    ray_1, ray_1_entities = run_ray(args.adapter, docs, 1, workdir)
+    ray_2, ray_2_entities = run_ray(args.adapter, docs, 2, workdir)
+    payload["ray_1_actor"], payload["ray_2_actors"] = describe(ray_1), describe(ray_2)
+    payload["ray_entities_identical_to_engine"] = {
+        "ray_1_actor": same_entities(ray_1_entities, engine_entities),
+        "ray_2_actors": same_entities(ray_2_entities, engine_entities),
+    }
+    base = payload["baseline"]["wordpieces_per_s"]
+    payload["speedup_vs_baseline"] = round(payload["engine"]["wordpieces_per_s"] / base, 2)
+    payload["matmul_peak_gflops"] = round(peak, 1)
+    payload["flops_per_wordpiece"] = flops
+    payload["fraction_of_peak"] = round(
+        flops * payload["engine"]["wordpieces_per_s"] / (peak * 1e9), 3
+    )
+
+    fp32_f1 = f1_on_test(args.adapter, "none")
+    payload["options"] = {}
+    for option in ("int8",):
+        result, _ = run_engine(args.adapter, texts, args.threads, quantize=option)
+        described = describe(result)
+        described["test_f1"] = round(f1_on_test(args.adapter, option), 4)
+        described["speedup_vs_baseline"] = round(described["wordpieces_per_s"] / base, 2)
+        payload["options"][option] = described
+    payload["fp32_test_f1"] = round(fp32_f1, 4)
+    best = max(payload["options"], key=lambda o: payload["options"][o]["wordpieces_per_s"])
+    payload["best_option"] = best
+    payload["speedup_best_option"] = payload["options"][best]["speedup_vs_baseline"]
+    payload["best_option_f1_delta"] = round(
+        100 * (payload["options"][best]["test_f1"] - fp32_f1), 2
+    )
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2))
+    chart(payload, RESULTS / "annotate_throughput.png")
+    print(json.dumps(payload, indent=2))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Annotation: the in-process annotator and the Ray Data corpus pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from openmed_ray.annotate.annotator import Annotator, DocumentResult, Entity
+
+
+@lru_cache(maxsize=4)
+def _cached_annotator(adapters: tuple[str, ...], aggregation: str, quantize: str) -> Annotator:
+    return Annotator(adapters, aggregation=aggregation, quantize=quantize)
+
+
+def annotate_texts(
+    texts: Sequence[str],
+    adapters: Sequence[str] | str | None = None,
+    *,
+    aggregation: str = "first",
+    threshold: float = 0.0,
+    quantize: str = "none",
+) -> list[list[dict[str, Any]]]:
+    """Annotate texts in-process; one list of entity dicts per text.
+
+    Each dict has the Hugging Face pipeline's `aggregation_strategy` fields (`entity_group`,
+    `score`, `word`, `start`, `end`), so code written against `pipeline(...)` switches with
+    one line; with several adapters an `adapter` field says which one found the entity.
+    A text that cannot be annotated (None, empty, undecodable) raises ValueError.
+    """
+    from openmed_ray.models.catalog import DEFAULT_ADAPTERS
+
+    if isinstance(adapters, str):
+        adapters = adapters.split(",")
+    chosen = tuple(adapters or DEFAULT_ADAPTERS)
+    annotator = _cached_annotator(chosen, aggregation, quantize)
+    results = annotator.annotate(list(texts))
+    output = []
+    for index, result in enumerate(results):
+        if result.status != "ok":
+            raise ValueError(f"text {index}: {result.error}")
+        output.append(
+            [
+                {
+                    "entity_group": e.label,
+                    "score": e.score,
+                    "word": e.text,
+                    "start": e.start,
+                    "end": e.end,
+                    **({"adapter": e.adapter} if len(chosen) > 1 else {}),
+                }
+                for e in result.entities
+                if e.score >= threshold
+            ]
+        )
+    return output
+
+
+__all__ = ["Annotator", "DocumentResult", "Entity", "annotate_texts"]

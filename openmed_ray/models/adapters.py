@@ -1,0 +1,136 @@
+"""Loading anything the annotation engine can apply: catalog names, bundle paths, or a plain
+Hugging Face token-classification model directory. Each becomes a `Predictor` with the same
+interface: a module mapping (input_ids, attention_mask) to per-piece logits, its BIO labels,
+its tokenizer and a version string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from openmed_ray.errors import OpenMedError
+from openmed_ray.models.backbones import load_tokenizer
+from openmed_ray.models.bundle import is_bundle, load_bundle
+from openmed_ray.models.catalog import UnknownAdapterError, catalog_entries, resolve_adapter
+
+QUANTIZE_OPTIONS = ("none", "int8")
+
+
+@dataclass
+class Predictor:
+    name: str
+    version: str
+    labels: list[str]
+    model: torch.nn.Module
+    tokenizer: Any
+    tokenizer_key: str  # predictors sharing a key share tokenization
+    max_length: int = 256
+    overlap: int = 50
+    decoding: str = "viterbi"
+
+
+class _LogitsOnly(torch.nn.Module):
+    """Adapts a transformers *ForTokenClassification model to forward(ids, mask) -> logits."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def _is_hf_token_classifier(path: Path) -> bool:
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    data = json.loads(config.read_text())
+    return any(a.endswith("ForTokenClassification") for a in data.get("architectures") or [])
+
+
+def _bio_labels(id2label: dict, source: str) -> list[str]:
+    labels = [id2label[i] for i in sorted(id2label, key=int)]
+    for label in labels:
+        if label != "O" and not (label[:2] in ("B-", "I-") and len(label) > 2):
+            raise OpenMedError(
+                f"{source}: label {label!r} is not IOB2 (O, B-X, I-X); the engine decodes BIO tags"
+            )
+    return labels
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of Linear layers, per output channel (keeps F1 on MiniLM)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    return quantize_dynamic(
+        model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+    )
+
+
+def load_predictor(spec: str, *, merge: bool = True, quantize: str = "none") -> Predictor:
+    """A ready-to-run predictor for a catalog name, bundle path or HF model directory."""
+    if quantize not in QUANTIZE_OPTIONS:
+        raise OpenMedError(f"quantize must be one of {QUANTIZE_OPTIONS}, got {quantize!r}")
+    path = Path(spec).expanduser()
+    if spec not in catalog_entries() and not is_bundle(path) and _is_hf_token_classifier(path):
+        from transformers import AutoModelForTokenClassification
+
+        hf_model = AutoModelForTokenClassification.from_pretrained(str(path)).eval()
+        labels = _bio_labels(hf_model.config.id2label, str(path))
+        digest = hashlib.sha256()
+        for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+            digest.update(weights.read_bytes())
+        model: torch.nn.Module = _LogitsOnly(hf_model)
+        predictor = Predictor(
+            name=path.name,
+            version=digest.hexdigest()[:16],
+            labels=labels,
+            model=model,
+            tokenizer=load_tokenizer(path),
+            tokenizer_key=str(path.resolve()),
+        )
+    else:
+        try:
+            bundle = load_bundle(resolve_adapter(spec), merge=merge)
+        except UnknownAdapterError:
+            raise UnknownAdapterError(
+                f"unknown adapter {spec!r}: not in the catalog ({', '.join(sorted(catalog_entries())) or 'empty'}), "
+                "not an adapter bundle, and not a Hugging Face token-classification model directory"
+            ) from None
+        hyper = bundle.card.get("hyperparameters", {})
+        predictor = Predictor(
+            name=spec if spec in catalog_entries() else bundle.name,
+            version=bundle.version,
+            labels=bundle.labels,
+            model=bundle.model,
+            tokenizer=bundle.tokenizer,
+            tokenizer_key=str(bundle.card.get("backbone")),
+            max_length=hyper.get("max_length", 256),
+            overlap=hyper.get("overlap", 50),
+            decoding=bundle.card.get("decoding", "viterbi"),
+        )
+    if quantize == "int8":
+        predictor.model = quantize_int8(predictor.model)
+        predictor.version += "-int8"
+    predictor.model.eval()
+    return predictor
+
+
+def check_adapter(spec: str) -> None:
+    """Fail fast (before any Ray work) on an adapter that cannot be found."""
+    path = Path(spec).expanduser()
+    if spec in catalog_entries() or is_bundle(path) or is_bundle(path / "adapter"):
+        return
+    if _is_hf_token_classifier(path):
+        return
+    known = ", ".join(sorted(catalog_entries())) or "none shipped"
+    raise UnknownAdapterError(
+        f"unknown adapter {spec!r}: not in the catalog (known: {known}), not an adapter bundle "
+        "directory, and not a Hugging Face token-classification model directory"
+    )

@@ -1,0 +1,228 @@
+"""Corpus annotation through Ray Data on local Ray, local disk and S3 (moto on loopback)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from openmed_ray.annotate.pipeline import OutputExistsError, annotate_corpus, plan_actors
+from openmed_ray.config import AnnotateConfig
+from openmed_ray.errors import OpenMedError
+from openmed_ray.io.annotations import DOCUMENTS, ENTITIES, read_parts
+from openmed_ray.io.corpus import InputError
+from openmed_ray.models.catalog import UnknownAdapterError
+from tests.annotate.conftest import make_texts, write_corpus
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config(corpus, output, bundle, **overrides):
+    values = dict(
+        input=str(corpus),
+        output=str(output),
+        adapters=(str(bundle),),
+        docs_per_batch=40,
+        rows_per_file=80,
+        threads_per_actor=1,
+    )
+    values.update(overrides)
+    return AnnotateConfig(**values)
+
+
+def entity_rows(output) -> list[tuple]:
+    table = read_parts(str(output), ENTITIES)
+    rows = zip(
+        *(table.column(c).to_pylist() for c in ("doc_id", "start", "end", "label", "adapter")),
+        strict=True,
+    )
+    return sorted(rows)
+
+
+def test_local_end_to_end_with_bad_rows(ray_local, tiny_bundle, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", n=200)
+    extra = pa.table(
+        {
+            "doc_id": ["null", "empty", "bytes", "d3"],  # d3 duplicates an id of the corpus
+            "text": [None, "   ", "x", "aspirin"],
+        }
+    )
+    pq.write_table(extra, corpus / "extra.parquet")
+    summary = annotate_corpus(config(corpus, tmp_path / "out", tiny_bundle))
+    documents = read_parts(str(tmp_path / "out"), DOCUMENTS)
+    ids = documents.column("doc_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 203  # 200 + 3 new ids, d3 once
+    status = dict(zip(ids, documents.column("status").to_pylist(), strict=True))
+    errors = dict(zip(ids, documents.column("error").to_pylist(), strict=True))
+    assert status["null"] == status["empty"] == status["d3"] == "error"
+    assert errors["null"] == "text is null" and errors["empty"] == "text is empty"
+    assert errors["d3"].startswith("duplicate doc_id: 2 input rows")
+    assert status["bytes"] == "ok"
+    assert summary["docs"] == 203 and summary["errors"] == 3 and summary["duplicate_ids"] == 1
+    entities = read_parts(str(tmp_path / "out"), ENTITIES)
+    assert summary["entities"] == entities.num_rows > 100
+    texts = dict(zip([f"d{i}" for i in range(200)], make_texts(200), strict=True))
+    for doc_id, start, end, text in zip(
+        *(entities.column(c).to_pylist() for c in ("doc_id", "start", "end", "text")), strict=True
+    ):
+        assert texts[doc_id][start:end] == text
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["docs"] == 203 and on_disk["adapter_versions"][0]["adapter"] == "tiny"
+    # Files follow rows_per_file, not one file per tiny batch.
+    assert summary["files"]["documents"] <= 5
+    with pytest.raises(OutputExistsError, match="--resume"):
+        annotate_corpus(config(corpus, tmp_path / "out", tiny_bundle))
+
+
+def test_bad_input_fails_before_any_work(ray_local, tiny_bundle, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", n=10, files=1)
+    with pytest.raises(UnknownAdapterError, match="unknown adapter 'nope'"):
+        annotate_corpus(config(corpus, tmp_path / "a", "nope"))
+    with pytest.raises(InputError, match="no text column 'body'.*--text-column"):
+        annotate_corpus(config(corpus, tmp_path / "b", tiny_bundle, text_column="body"))
+    typed = tmp_path / "typed"
+    typed.mkdir()
+    pq.write_table(pa.table({"doc_id": ["a"], "text": [1]}), typed / "x.parquet")
+    with pytest.raises(InputError, match="x.parquet: text column 'text' has type int64"):
+        annotate_corpus(config(typed, tmp_path / "c", tiny_bundle))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(
+        pa.table({"doc_id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
+        empty / "e.parquet",
+    )
+    with pytest.raises(InputError, match="has no rows"):
+        annotate_corpus(config(empty, tmp_path / "d", tiny_bundle))
+    with pytest.raises(InputError, match="does not exist"):
+        annotate_corpus(config(tmp_path / "missing", tmp_path / "e", tiny_bundle))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_actor_plan_never_starves_reads():
+    two_cpus = {"CPU": 2.0}
+    plan = plan_actors(AnnotateConfig(input="i", output="o"), two_cpus, node_cpus=2)
+    assert (plan.min_actors, plan.max_actors, plan.threads) == (1, 1, 2)
+    half = plan_actors(
+        AnnotateConfig(input="i", output="o", cpus_per_actor=0.5, min_actors=2, max_actors=2),
+        two_cpus,
+        node_cpus=2,
+    )
+    assert (half.max_actors, half.threads) == (2, 1)
+    with pytest.raises(OpenMedError, match="cannot run beside the read and write tasks"):
+        plan_actors(AnnotateConfig(input="i", output="o", min_actors=2, max_actors=2), two_cpus, 2)
+    with pytest.raises(OpenMedError, match="would leave no CPU for reading"):
+        plan_actors(AnnotateConfig(input="i", output="o", min_actors=1, max_actors=3), two_cpus, 2)
+    with pytest.raises(OpenMedError, match="GPUs"):
+        plan_actors(AnnotateConfig(input="i", output="o", gpus_per_actor=1), two_cpus, 2)
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="corpus")
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_s3_end_to_end(ray_local, tiny_bundle, tmp_path, s3_server):
+    import pyarrow.fs as pafs
+
+    from openmed_ray.io.filesystem import resolve
+
+    local = write_corpus(tmp_path / "corpus", n=60, files=2)
+    fs, _ = resolve("s3://corpus/in")
+    for file in sorted(local.iterdir()):
+        pafs.copy_files(str(file), f"corpus/in/{file.name}", destination_filesystem=fs)
+    summary = annotate_corpus(config("s3://corpus/in", "s3://corpus/out", tiny_bundle))
+    assert summary["docs"] == 60 and summary["errors"] == 0
+    documents = read_parts("s3://corpus/out", DOCUMENTS)
+    assert sorted(documents.column("doc_id").to_pylist()) == sorted(f"d{i}" for i in range(60))
+    assert fs.get_file_info("corpus/out/summary.json").type == pafs.FileType.File
+    # The same corpus locally gives the same entities.
+    annotate_corpus(config(local, tmp_path / "local-out", tiny_bundle))
+    assert entity_rows("s3://corpus/out") == entity_rows(tmp_path / "local-out")
+
+
+def run_cli(args, **kwargs):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "openmed_ray.cli", "annotate", *args],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_killed_run_resumes_to_exactly_once(tiny_bundle, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", n=1200, files=4)
+    out = tmp_path / "out"
+    args = [
+        "--input",
+        str(corpus),
+        "--output",
+        str(out),
+        "--adapters",
+        str(tiny_bundle),
+        "--docs-per-batch",
+        "50",
+        "--rows-per-file",
+        "100",
+        "--threads-per-actor",
+        "1",
+    ]
+    process = run_cli(args)
+    documents_dir = out / "documents"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        parts = [p for p in documents_dir.glob("part-*.parquet")] if documents_dir.exists() else []
+        if len(parts) >= 2:
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, process.stdout.read()
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = read_parts(str(out), DOCUMENTS).num_rows
+    assert 0 < done_before < 1200
+
+    resumed = run_cli([*args, "--resume"])
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    documents = read_parts(str(out), DOCUMENTS)
+    ids = documents.column("doc_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 1200
+    resumed_rows = pc.sum(
+        pc.equal(documents.column("run_id"), documents.column("run_id")[-1])
+    ).as_py()
+    assert resumed_rows <= 1200 - done_before + 100  # only what was missing (plus a lost batch)
+    rows = entity_rows(out)
+    assert len(rows) == len(set(rows))
+
+    clean = run_cli([*args[:2], "--output", str(tmp_path / "clean"), *args[4:]])
+    output, _ = clean.communicate(timeout=600)
+    assert clean.returncode == 0, output
+    assert rows == entity_rows(tmp_path / "clean")
