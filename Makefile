@@ -5,6 +5,10 @@ export RAY_AUTH_MODE ?= disabled
 
 .PHONY: setup demo test lint format adapters clean
 
+# Train (or reuse cached runs of) the MiniLM adapters and refresh openmed_ray/adapters/.
+adapters: setup
+	$(PY) benchmarks/f1_table.py --datasets BC5CDR-disease,BC5CDR-chem,NCBI-disease,BC2GM,s800,linnaeus --configs all-linear --budget-minutes 10 --ship
+
 setup:
 	@bash scripts/setup.sh
 

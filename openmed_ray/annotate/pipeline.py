@@ -27,6 +27,7 @@ from openmed_ray.io.annotations import (
     DOCUMENT_SCHEMA,
     DOCUMENTS,
     ENTITIES,
+    ENTITY_SCHEMA,
     completed_doc_ids,
     list_parts,
     new_part_name,
@@ -36,7 +37,7 @@ from openmed_ray.io.annotations import (
 )
 from openmed_ray.io.corpus import inspect_corpus
 from openmed_ray.io.filesystem import join, resolve, write_bytes_atomic
-from openmed_ray.models.adapters import check_adapter
+from openmed_ray.models.adapters import identify_adapter
 from openmed_ray.models.catalog import DEFAULT_ADAPTERS
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,7 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
     from openmed_ray.annotate.stage import AnnotateActor, AnnotationSink
 
     adapters = list(config.adapters or DEFAULT_ADAPTERS)
-    for adapter in adapters:
-        check_adapter(adapter)
+    identities = [identify_adapter(adapter, config.quantize) for adapter in adapters]
     corpus = inspect_corpus(config.input, config.id_column, config.text_column)
     out = config.output.rstrip("/")
     existing = list_parts(out, DOCUMENTS)
@@ -193,7 +193,9 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
         annotated.write_datasink(sink, ray_remote_args=remote_args)
     _record_duplicates(out, run_id, duplicates)
     seconds = time.perf_counter() - started
-    summary = summarize(out, config, adapters, run_id, seconds, corpus.n_rows, duplicates, orphans)
+    summary = summarize(
+        out, config, identities, run_id, seconds, corpus.n_rows, duplicates, orphans
+    )
     write_bytes_atomic(json.dumps(summary, indent=2).encode(), join(out, "summary.json"))
     return summary
 
@@ -219,15 +221,13 @@ def _record_duplicates(out: str, run_id: str, duplicates: dict[str, int]) -> Non
         },
         schema=DOCUMENT_SCHEMA,
     )
-    from openmed_ray.io.annotations import ENTITY_SCHEMA
-
     write_part(out, new_part_name(run_id), ENTITY_SCHEMA.empty_table(), documents)
 
 
 def summarize(
     out: str,
     config: AnnotateConfig,
-    adapters: list[str],
+    identities: list,
     run_id: str,
     seconds: float,
     n_input: int,
@@ -237,17 +237,6 @@ def summarize(
     documents = read_parts(out, DOCUMENTS)
     this_run = documents.filter(pc.equal(documents.column("run_id"), run_id))
     errors = documents.filter(pc.equal(documents.column("status"), "error"))
-    versions = read_parts(out, ENTITIES, columns=["adapter", "adapter_version"])
-    adapter_versions = sorted(
-        {
-            (a, v)
-            for a, v in zip(
-                versions.column("adapter").to_pylist(),
-                versions.column("adapter_version").to_pylist(),
-                strict=True,
-            )
-        }
-    )
     run_docs = this_run.num_rows
     run_pieces = int(pc.sum(this_run.column("n_wordpieces")).as_py() or 0)
     error_reasons: dict[str, int] = {}
@@ -258,8 +247,8 @@ def summarize(
         "input": config.input,
         "output": out,
         "run_id": run_id,
-        "adapters": adapters,
-        "adapter_versions": [{"adapter": a, "version": v} for a, v in adapter_versions],
+        "adapters": [i.name for i in identities],
+        "adapter_versions": [{"adapter": i.name, "version": i.version} for i in identities],
         "docs_in": n_input,
         "docs": documents.num_rows,
         "docs_ok": documents.num_rows - errors.num_rows,

@@ -16,7 +16,7 @@ import torch
 
 from openmed_ray.errors import OpenMedError
 from openmed_ray.models.backbones import load_tokenizer
-from openmed_ray.models.bundle import is_bundle, load_bundle
+from openmed_ray.models.bundle import bundle_version, is_bundle, load_bundle, read_card
 from openmed_ray.models.catalog import UnknownAdapterError, catalog_entries, resolve_adapter
 
 QUANTIZE_OPTIONS = ("none", "int8")
@@ -73,40 +73,67 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     )
 
 
-def load_predictor(spec: str, *, merge: bool = True, quantize: str = "none") -> Predictor:
-    """A ready-to-run predictor for a catalog name, bundle path or HF model directory."""
+@dataclass(frozen=True)
+class AdapterIdentity:
+    """What an adapter spec names, found without loading any weights."""
+
+    name: str
+    version: str
+    path: Path
+    kind: str  # "bundle" or "transformers"
+
+
+def _hash_weights(path: Path) -> str:
+    digest = hashlib.sha256()
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        digest.update(weights.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def identify_adapter(spec: str, quantize: str = "none") -> AdapterIdentity:
+    """Resolve a catalog name, bundle path or HF model directory; fail clearly otherwise."""
     if quantize not in QUANTIZE_OPTIONS:
         raise OpenMedError(f"quantize must be one of {QUANTIZE_OPTIONS}, got {quantize!r}")
+    suffix = "" if quantize == "none" else f"-{quantize}"
+    entries = catalog_entries()
     path = Path(spec).expanduser()
-    if spec not in catalog_entries() and not is_bundle(path) and _is_hf_token_classifier(path):
+    if spec not in entries and not is_bundle(path) and _is_hf_token_classifier(path):
+        return AdapterIdentity(
+            path.name, _hash_weights(path) + suffix, path.resolve(), "transformers"
+        )
+    try:
+        directory = resolve_adapter(spec)
+    except UnknownAdapterError:
+        raise UnknownAdapterError(
+            f"unknown adapter {spec!r}: not in the catalog (known: "
+            f"{', '.join(sorted(entries)) or 'none'}), not an adapter bundle directory, and not "
+            "a Hugging Face token-classification model directory"
+        ) from None
+    name = spec if spec in entries else (read_card(directory).get("name") or directory.name)
+    return AdapterIdentity(name, bundle_version(directory) + suffix, directory, "bundle")
+
+
+def load_predictor(spec: str, *, merge: bool = True, quantize: str = "none") -> Predictor:
+    """A ready-to-run predictor for a catalog name, bundle path or HF model directory."""
+    identity = identify_adapter(spec, quantize)
+    if identity.kind == "transformers":
         from transformers import AutoModelForTokenClassification
 
-        hf_model = AutoModelForTokenClassification.from_pretrained(str(path)).eval()
-        labels = _bio_labels(hf_model.config.id2label, str(path))
-        digest = hashlib.sha256()
-        for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-            digest.update(weights.read_bytes())
-        model: torch.nn.Module = _LogitsOnly(hf_model)
+        hf_model = AutoModelForTokenClassification.from_pretrained(str(identity.path)).eval()
         predictor = Predictor(
-            name=path.name,
-            version=digest.hexdigest()[:16],
-            labels=labels,
-            model=model,
-            tokenizer=load_tokenizer(path),
-            tokenizer_key=str(path.resolve()),
+            name=identity.name,
+            version=identity.version,
+            labels=_bio_labels(hf_model.config.id2label, str(identity.path)),
+            model=_LogitsOnly(hf_model),
+            tokenizer=load_tokenizer(identity.path),
+            tokenizer_key=str(identity.path),
         )
     else:
-        try:
-            bundle = load_bundle(resolve_adapter(spec), merge=merge)
-        except UnknownAdapterError:
-            raise UnknownAdapterError(
-                f"unknown adapter {spec!r}: not in the catalog ({', '.join(sorted(catalog_entries())) or 'empty'}), "
-                "not an adapter bundle, and not a Hugging Face token-classification model directory"
-            ) from None
+        bundle = load_bundle(identity.path, merge=merge)
         hyper = bundle.card.get("hyperparameters", {})
         predictor = Predictor(
-            name=spec if spec in catalog_entries() else bundle.name,
-            version=bundle.version,
+            name=identity.name,
+            version=identity.version,
             labels=bundle.labels,
             model=bundle.model,
             tokenizer=bundle.tokenizer,
@@ -117,20 +144,5 @@ def load_predictor(spec: str, *, merge: bool = True, quantize: str = "none") -> 
         )
     if quantize == "int8":
         predictor.model = quantize_int8(predictor.model)
-        predictor.version += "-int8"
     predictor.model.eval()
     return predictor
-
-
-def check_adapter(spec: str) -> None:
-    """Fail fast (before any Ray work) on an adapter that cannot be found."""
-    path = Path(spec).expanduser()
-    if spec in catalog_entries() or is_bundle(path) or is_bundle(path / "adapter"):
-        return
-    if _is_hf_token_classifier(path):
-        return
-    known = ", ".join(sorted(catalog_entries())) or "none shipped"
-    raise UnknownAdapterError(
-        f"unknown adapter {spec!r}: not in the catalog (known: {known}), not an adapter bundle "
-        "directory, and not a Hugging Face token-classification model directory"
-    )

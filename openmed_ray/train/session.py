@@ -17,6 +17,16 @@ import torch
 CheckpointWriter = Callable[[Path], None]
 
 
+@contextmanager
+def _as_directory(checkpoint):
+    """A Ray checkpoint (or None) as a local directory for the duration of the block."""
+    if checkpoint is None:
+        yield None
+    else:
+        with checkpoint.as_directory() as directory:
+            yield Path(directory)
+
+
 class Session:
     rank: int = 0
     world_size: int = 1
@@ -78,16 +88,10 @@ class RayTrainSession(Session):
 
         return ray.train.torch.prepare_model(model)
 
-    @contextmanager
     def restored_checkpoint(self):
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-        else:
-            with checkpoint.as_directory() as directory:
-                yield Path(directory)
+        return _as_directory(ray.train.get_checkpoint())
 
     def report(self, metrics: dict[str, Any], write_checkpoint: CheckpointWriter) -> None:
         import ray.train
@@ -111,16 +115,10 @@ class RayTrainSession(Session):
 class RayTuneSession(Session):
     """Inside a Ray Tune trial (one process): checkpoints via ray.tune.report."""
 
-    @contextmanager
     def restored_checkpoint(self):
         from ray import tune
 
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            yield None
-        else:
-            with checkpoint.as_directory() as directory:
-                yield Path(directory)
+        return _as_directory(tune.get_checkpoint())
 
     def report(self, metrics: dict[str, Any], write_checkpoint: CheckpointWriter) -> None:
         from ray import tune
