@@ -1,0 +1,54 @@
+"""The adapter catalog: shipped bundles, user catalogs, and name resolution."""
+
+import json
+
+import pytest
+
+from openmed_ray.cli import main
+from openmed_ray.models.adapters import identify_adapter
+from openmed_ray.models.bundle import bundle_version, read_card
+from openmed_ray.models.catalog import (
+    SHIPPED_DIR,
+    UnknownAdapterError,
+    catalog_entries,
+    list_adapters,
+    register_adapter,
+    resolve_adapter,
+)
+
+
+def test_shipped_bundles_are_intact():
+    for name, path in catalog_entries().items():
+        if path.parent != SHIPPED_DIR:
+            continue
+        card = read_card(path)
+        assert card["version"] == bundle_version(path), name  # weights match the card
+        assert card["backbone"] == "minilm"
+        assert {"dev", "test"} <= set(card["metrics"])
+        assert card["metrics"]["test"]["per_type"]
+        assert (path / "adapter_config.json").is_file() and (path / "README.md").is_file()
+        assert sum(f.stat().st_size for f in path.iterdir()) < 8 * 2**20  # a few MB at most
+
+
+def test_user_catalog_registers_and_resolves(tiny_bundle, tmp_path, monkeypatch, capsys):
+    catalog = tmp_path / "catalog.json"
+    register_adapter(catalog, "my-disease", tiny_bundle)
+    monkeypatch.setenv("OPENMED_RAY_CATALOG", str(catalog))
+    assert resolve_adapter("my-disease") == tiny_bundle.resolve()
+    identity = identify_adapter("my-disease")
+    assert identity.name == "my-disease" and identity.version == bundle_version(tiny_bundle)
+    assert any(row["name"] == "my-disease" for row in list_adapters())
+    assert main(["adapters", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert any(r["name"] == "my-disease" and r["test_f1"] is not None for r in rows)
+
+
+def test_run_directory_resolves_to_its_bundle(tiny_bundle):
+    assert resolve_adapter(tiny_bundle.parent) == tiny_bundle.resolve()
+
+
+def test_unknown_adapter_lists_the_catalog(tmp_path):
+    with pytest.raises(UnknownAdapterError, match="unknown adapter 'nope'"):
+        identify_adapter("nope")
+    with pytest.raises(UnknownAdapterError):
+        resolve_adapter(tmp_path)
