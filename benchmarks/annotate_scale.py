@@ -31,11 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 RESULTS = HERE / "results"
-WORDS = (
-    "the patient was given aspirin for severe asthma and fever after surgery with cisplatin "
-    "heparin warfarin lithium migraine anemia sepsis gout of a in to dose daily mg tablets "
-    "trial randomized placebo group outcome improved treatment reduced risk blood pressure"
-).split()
+WORDS = ["the", "patient", "was", "given", "aspirin", "for", "severe", "asthma", "and", "fever", "after", "surgery", "with", "cisplatin", "heparin", "warfarin", "lithium", "migraine", "anemia", "sepsis", "gout", "of", "a", "in", "to", "dose", "daily", "mg", "tablets", "trial", "randomized", "placebo", "group", "outcome", "improved", "treatment", "reduced", "risk", "blood", "pressure"]
 
 
 def build_tiny_bundle(directory: Path) -> Path:

@@ -3,7 +3,7 @@
     python benchmarks/annotate_throughput.py --docs 400 --json benchmarks/results/annotate_throughput.json
 
 Systems, all on the first N PMC-OA abstracts of ../shared/data/corpora and one adapter
-(default: the shipped `ncbi-disease`, exported to a plain transformers model for the baseline):
+(default: the shipped `disease`, exported to a plain transformers model for the baseline):
   1. baseline: transformers `pipeline("token-classification", aggregation_strategy="simple")`
      fed through `KeyDataset` with batch_size=16, as in OpenMed's published batch example
      (stride=50 so abstracts over 512 wordpieces do not crash it);
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--docs", type=int, default=400)
-    parser.add_argument("--adapter", default="ncbi-disease")
+    parser.add_argument("--adapter", default="disease")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=RESULTS / "annotate_throughput.json")
     args = parser.parse_args(argv)

@@ -29,6 +29,15 @@ class Config:
     """Mixin for dataclass configs: validation, dict/YAML round trips."""
 
     def __post_init__(self) -> None:
+        # Nested configs may be given as plain dicts (from code or YAML); lists become tuples.
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            nested = _config_class(hints.get(f.name))
+            if nested is not None and isinstance(value, dict):
+                object.__setattr__(self, f.name, nested.from_dict(value, where=f.name))
+            elif isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
         self.validate()
 
     def validate(self) -> None:

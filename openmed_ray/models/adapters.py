@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from openmed_ray.errors import OpenMedError
-from openmed_ray.models.backbones import load_tokenizer
+from openmed_ray.models.backbones import load_tokenizer, max_positions
 from openmed_ray.models.bundle import bundle_version, is_bundle, load_bundle, read_card
 from openmed_ray.models.catalog import UnknownAdapterError, catalog_entries, resolve_adapter
 
@@ -127,6 +127,7 @@ def load_predictor(spec: str, *, merge: bool = True, quantize: str = "none") -> 
             model=_LogitsOnly(hf_model),
             tokenizer=load_tokenizer(identity.path),
             tokenizer_key=str(identity.path),
+            max_length=min(256, max_positions(hf_model.config)),
         )
     else:
         bundle = load_bundle(identity.path, merge=merge)
@@ -138,7 +139,9 @@ def load_predictor(spec: str, *, merge: bool = True, quantize: str = "none") -> 
             model=bundle.model,
             tokenizer=bundle.tokenizer,
             tokenizer_key=str(bundle.card.get("backbone")),
-            max_length=hyper.get("max_length", 256),
+            max_length=min(
+                hyper.get("max_length", 256), max_positions(bundle.model.encoder.config)
+            ),
             overlap=hyper.get("overlap", 50),
             decoding=bundle.card.get("decoding", "viterbi"),
         )

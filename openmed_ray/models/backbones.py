@@ -78,3 +78,11 @@ def load_tokenizer(path: str | Path):
             "use_fast=True)` and save_pretrained(), or pick a backbone that ships tokenizer.json"
         )
     return tokenizer
+
+
+def max_positions(config) -> int:
+    """The longest input (special tokens included) the encoder's position embeddings allow."""
+    positions = getattr(config, "max_position_embeddings", None) or 512
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= (config.pad_token_id or 0) + 1  # positions start after the padding index
+    return positions

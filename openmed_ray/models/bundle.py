@@ -244,5 +244,8 @@ def export_transformers(bundle: Bundle, directory: str | Path) -> Path:
         raise BundleError(f"cannot map the encoder onto {type(model).__name__}: {missing}")
     model.classifier.load_state_dict(classifier.classifier.state_dict())
     model.save_pretrained(str(directory))
-    bundle.tokenizer.save_pretrained(str(directory))
+    tokenizer = bundle.tokenizer
+    # Pipelines chunk long texts by model_max_length; never let it exceed the positions.
+    tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_position_embeddings)
+    tokenizer.save_pretrained(str(directory))
     return directory

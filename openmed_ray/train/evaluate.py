@@ -77,7 +77,10 @@ def evaluate_adapter(
             f"has label(s) {unknown}; evaluate it on a dataset with the same entity types"
         )
     hyper = bundle.card.get("hyperparameters", {})
-    spec = WindowSpec(hyper.get("max_length", 256), hyper.get("overlap", 50))
+    from openmed_ray.models.backbones import max_positions
+
+    max_length = min(hyper.get("max_length", 256), max_positions(bundle.model.encoder.config))
+    spec = WindowSpec(max_length, hyper.get("overlap", 50))
     report, _ = evaluate_model(
         bundle.model,
         bundle.tokenizer,
