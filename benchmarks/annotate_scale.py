@@ -31,7 +31,48 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 RESULTS = HERE / "results"
-WORDS = ["the", "patient", "was", "given", "aspirin", "for", "severe", "asthma", "and", "fever", "after", "surgery", "with", "cisplatin", "heparin", "warfarin", "lithium", "migraine", "anemia", "sepsis", "gout", "of", "a", "in", "to", "dose", "daily", "mg", "tablets", "trial", "randomized", "placebo", "group", "outcome", "improved", "treatment", "reduced", "risk", "blood", "pressure"]
+WORDS = [
+    "the",
+    "patient",
+    "was",
+    "given",
+    "aspirin",
+    "for",
+    "severe",
+    "asthma",
+    "and",
+    "fever",
+    "after",
+    "surgery",
+    "with",
+    "cisplatin",
+    "heparin",
+    "warfarin",
+    "lithium",
+    "migraine",
+    "anemia",
+    "sepsis",
+    "gout",
+    "of",
+    "a",
+    "in",
+    "to",
+    "dose",
+    "daily",
+    "mg",
+    "tablets",
+    "trial",
+    "randomized",
+    "placebo",
+    "group",
+    "outcome",
+    "improved",
+    "treatment",
+    "reduced",
+    "risk",
+    "blood",
+    "pressure",
+]
 
 
 def build_tiny_bundle(directory: Path) -> Path:
@@ -48,11 +89,19 @@ def build_tiny_bundle(directory: Path) -> Path:
     backbone.mkdir(parents=True, exist_ok=True)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(minilm / name, backbone / name)
-    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    config = BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
+    )
     BertModel(config).save_pretrained(str(backbone))
     labels = ["O", "B-Entity", "I-Entity"]
     model = build_classifier(backbone, len(labels), None)
-    save_bundle(model, labels, {"name": "tiny-scale", "dataset": "synthetic"}, directory / "bundle", backbone_spec=str(backbone))
+    save_bundle(
+        model,
+        labels,
+        {"name": "tiny-scale", "dataset": "synthetic"},
+        directory / "bundle",
+        backbone_spec=str(backbone),
+    )
     return directory / "bundle"
 
 
@@ -72,7 +121,9 @@ def write_corpus(directory: Path, n_docs: int, files: int = 20, seed: int = 0) -
         cuts = np.cumsum(lengths)[:-1]
         texts = [" ".join(chunk) + "." for chunk in np.split(words, cuts)]
         ids = [f"doc{i:08d}" for i in range(begin, end)]
-        pq.write_table(pa.table({"doc_id": ids, "text": texts}), directory / f"part-{k:03d}.parquet")
+        pq.write_table(
+            pa.table({"doc_id": ids, "text": texts}), directory / f"part-{k:03d}.parquet"
+        )
 
 
 class MemorySampler(threading.Thread):
@@ -115,13 +166,18 @@ def count_documents(out: Path) -> int:
     return total
 
 
-def run_annotate(args: list[str], sampler: MemorySampler, kill_at: int | None, out: Path) -> tuple[int, float]:
+def run_annotate(
+    args: list[str], sampler: MemorySampler, kill_at: int | None, out: Path
+) -> tuple[int, float]:
     env = {**os.environ}
     started = time.time()
     process = subprocess.Popen(
         [sys.executable, "-m", "openmed_ray.cli", "annotate", *args],
-        cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     sampler.root_pid = process.pid
     while process.poll() is None:
@@ -134,7 +190,9 @@ def run_annotate(args: list[str], sampler: MemorySampler, kill_at: int | None, o
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--kill-at", type=float, default=0.4)
     parser.add_argument("--rows-per-file", type=int, default=50_000)
@@ -151,12 +209,24 @@ def main(argv: list[str] | None = None) -> int:
     write_corpus(corpus, args.docs)
     out = workdir / "out"
     cli_args = [
-        "--input", str(corpus), "--output", str(out), "--adapters", str(bundle),
-        "--rows-per-file", str(args.rows_per_file), "--docs-per-batch", "1024", "--batch-size", "256",
+        "--input",
+        str(corpus),
+        "--output",
+        str(out),
+        "--adapters",
+        str(bundle),
+        "--rows-per-file",
+        str(args.rows_per_file),
+        "--docs-per-batch",
+        "1024",
+        "--batch-size",
+        "256",
     ]
     sampler = MemorySampler()
     sampler.start()
-    code_killed, seconds_killed = run_annotate(cli_args, sampler, int(args.kill_at * args.docs), out)
+    code_killed, seconds_killed = run_annotate(
+        cli_args, sampler, int(args.kill_at * args.docs), out
+    )
     done_at_kill = count_documents(out)
     code, seconds_resumed = run_annotate([*cli_args, "--resume"], sampler, None, out)
     sampler.stop.set()
@@ -175,11 +245,20 @@ def main(argv: list[str] | None = None) -> int:
         "unique_docs_out": unique,
         "every_document_exactly_once": len(ids) == unique == args.docs,
         "entities": summary["entities"],
-        "files": {"entities": len(list_parts(str(out), ENTITIES)), "documents": len(list_parts(str(out), DOCUMENTS))},
-        "killed_run": {"exit_code": code_killed, "seconds": round(seconds_killed, 1), "docs_done_at_kill": done_at_kill},
+        "files": {
+            "entities": len(list_parts(str(out), ENTITIES)),
+            "documents": len(list_parts(str(out), DOCUMENTS)),
+        },
+        "killed_run": {
+            "exit_code": code_killed,
+            "seconds": round(seconds_killed, 1),
+            "docs_done_at_kill": done_at_kill,
+        },
         "resumed_run": {
-            "exit_code": code, "seconds": round(seconds_resumed, 1),
-            "docs": summary["this_run"]["docs"], "docs_per_s": summary["this_run"]["docs_per_s"],
+            "exit_code": code,
+            "seconds": round(seconds_resumed, 1),
+            "docs": summary["this_run"]["docs"],
+            "docs_per_s": summary["this_run"]["docs_per_s"],
         },
         "resume_works": code == 0 and len(ids) == unique == args.docs,
         "docs_per_s_overall": round(args.docs / (seconds_killed + seconds_resumed), 1),
@@ -210,7 +289,9 @@ def chart(samples, path: Path) -> None:
     t0 = samples[0][0]
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([t - t0 for t, _, _ in samples], [d for _, d, _ in samples], label="driver RSS")
-    ax.plot([t - t0 for t, _, _ in samples], [w for _, _, w in samples], label="annotation actor RSS")
+    ax.plot(
+        [t - t0 for t, _, _ in samples], [w for _, _, w in samples], label="annotation actor RSS"
+    )
     ax.set_xlabel("seconds")
     ax.set_ylabel("MB")
     ax.set_title("Resident memory while annotating 1M documents (killed, then resumed)")

@@ -102,7 +102,8 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # "local": always a fresh instance, never a cluster some `ray start` left behind.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -170,6 +171,13 @@ def ray_head(tmp_path_factory):
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dashboard_port}",
                 f"--ray-client-server-port={free_port()}",
+                # Fixed default agent ports (52365, ...) clash with any other Ray instance on
+                # the machine, e.g. the session's ray.init(); without its agent the head
+                # refuses every job ("No available agent to submit job").
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
             ],
             env=env,
             stdout=log,

@@ -167,7 +167,8 @@ def test_s3_end_to_end(ray_local, tiny_bundle, tmp_path, s3_server):
 def run_cli(args, **kwargs):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "openmed_ray.cli", "annotate", *args],
+        # --address local: a fresh Ray owned by this process group, never another instance.
+        [sys.executable, "-m", "openmed_ray.cli", "annotate", "--address", "local", *args],
         cwd=REPO,
         env=env,
         start_new_session=True,
