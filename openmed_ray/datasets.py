@@ -8,14 +8,13 @@ with the reason, never a bare FileNotFoundError.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from openmed_ray.config import resolve_data_root
 from openmed_ray.errors import DatasetUnavailableError, UnknownDatasetError
-from openmed_ray.io.iob import Sentence, iter_iob2, parse_tag
+from openmed_ray.io.iob import Sentence, iter_iob2
 from openmed_ray.text.spans import bio_to_spans
 
 SPLITS = ("train", "devel", "test")
@@ -195,8 +194,6 @@ class SplitStats:
 
 def count_mentions(tags: tuple[str, ...] | list[str]) -> int:
     """Mentions as seqeval counts them: B- tags plus any I- that follows O or another type."""
-    for tag in tags:
-        parse_tag(tag)  # reject malformed tags loudly
     return len(bio_to_spans(tags))
 
 
@@ -250,9 +247,6 @@ class Dataset:
         if split not in self._cache:
             self._cache[split] = list(iter_iob2(self.path(split)))
         return self._cache[split]
-
-    def iter_sentences(self, split: str) -> Iterator[Sentence]:
-        yield from self.load(split)
 
     def stats(self, split: str) -> SplitStats:
         sentences = self.load(split)

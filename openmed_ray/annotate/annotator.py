@@ -99,10 +99,6 @@ class Annotator:
             predictor.model.to(self.device)
         self.decoders = [BioDecoder(p.labels, p.decoding) for p in self.predictors]
 
-    @property
-    def adapter_versions(self) -> dict[str, str]:
-        return {p.name: p.version for p in self.predictors}
-
     def annotate(self, texts: Sequence[object]) -> list[DocumentResult]:
         """One result per input text, in order; a bad text becomes an error result."""
         results: list[DocumentResult] = []

@@ -47,11 +47,6 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-def exists(uri: str | Path) -> bool:
-    fs, path = resolve(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
 def write_parquet_atomic(table: pa.Table, uri: str | Path, **options) -> None:
     """Write a Parquet file so that readers see either nothing or the complete file.
 
@@ -87,9 +82,3 @@ def write_bytes_atomic(data: bytes, uri: str | Path) -> None:
     else:
         with fs.open_output_stream(path) as handle:
             handle.write(data)
-
-
-def read_bytes(uri: str | Path) -> bytes:
-    fs, path = resolve(uri)
-    with fs.open_input_stream(path) as handle:
-        return handle.read()
