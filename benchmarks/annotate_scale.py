@@ -4,7 +4,9 @@
 
 The model is deliberately tiny (2 layers, hidden 64, MiniLM's tokenizer) so the run measures
 the pipeline, not the model. The run is killed part-way (`--kill-at`, fraction of documents
-written) and resumed with `--resume`, so resume is exercised at full size. Reported:
+written) and resumed with `--resume`, so resume is exercised at full size. Baseline: the
+same model on the first 20k documents in-process (no Ray), the ceiling for one process.
+Reported:
   - docs/s over the whole job (both runs) and for the resumed run;
   - peak resident memory of the driver and of the Ray workers, sampled every second, with
     the peak over the first and the last third of the run to show it stays flat;
@@ -30,7 +32,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-RESULTS = HERE / "results"
+from benchmarks.common import RESULTS, write_results  # noqa: E402
+
 WORDS = [
     "the",
     "patient",
@@ -189,6 +192,26 @@ def run_annotate(
     return process.returncode, time.time() - started
 
 
+def in_process_baseline(bundle: Path, corpus: Path, n_docs: int) -> dict:
+    """Baseline: the same model and documents through the in-process Annotator, no Ray."""
+    import pyarrow.parquet as pq
+
+    from openmed_ray.annotate.annotator import Annotator
+
+    texts = pq.read_table(sorted(corpus.glob("*.parquet"))[0], columns=["text"])
+    texts = texts.column("text").to_pylist()[:n_docs]
+    annotator = Annotator([str(bundle)], batch_size=256, threads=2)
+    started = time.perf_counter()
+    for begin in range(0, len(texts), 1024):
+        annotator.annotate(texts[begin : begin + 1024])
+    seconds = time.perf_counter() - started
+    return {
+        "docs": len(texts),
+        "seconds": round(seconds, 1),
+        "docs_per_s": round(len(texts) / seconds, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--kill-at", type=float, default=0.4)
     parser.add_argument("--rows-per-file", type=int, default=50_000)
+    parser.add_argument("--baseline-docs", type=int, default=20_000)
     parser.add_argument("--json", type=Path, default=RESULTS / "annotate_scale.json")
     args = parser.parse_args(argv)
 
@@ -207,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = build_tiny_bundle(workdir)
     corpus = workdir / "corpus"
     write_corpus(corpus, args.docs)
+    baseline = in_process_baseline(bundle, corpus, args.baseline_docs)
     out = workdir / "out"
     cli_args = [
         "--input",
@@ -262,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "resume_works": code == 0 and len(ids) == unique == args.docs,
         "docs_per_s_overall": round(args.docs / (seconds_killed + seconds_resumed), 1),
+        "baseline_in_process": baseline,
         "peak_rss_mb": {
             "driver": round(max((d for _, d, _ in sampler.samples), default=0), 1),
             "worker": round(max((w for _, _, w in sampler.samples), default=0), 1),
@@ -271,10 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             "worker_last_third": round(max((w for _, _, w in last), default=0), 1),
         },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(payload, indent=2))
-    chart(sampler.samples, RESULTS / "annotate_scale.png")
-    print(json.dumps(payload, indent=2))
+    write_results(payload, args.json, "annotate_scale", lambda path: chart(sampler.samples, path))
     return 0
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from openmed_ray.errors import OpenMedError
+from openmed_ray.runtime import ensure_ray
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -81,6 +82,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        help="Ray cluster to join: an address or auto (default: $RAY_ADDRESS, else a local Ray)",
+    )
+
+
 # ---------------------------------------------------------------- finetune
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("finetune", help="LoRA or full fine-tuning on Ray Train")
@@ -112,7 +120,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--save-dtype", choices=["float32", "float16"])
     parser.add_argument("--data-root")
     parser.add_argument("--resume", action="store_true", default=None)
-    parser.add_argument("--address", help="Ray cluster address (default: local or RAY_ADDRESS)")
+    _add_address(parser)
     parser.set_defaults(handler=_run_finetune)
 
 
@@ -127,7 +135,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         "targets": args.lora_targets.split(",") if args.lora_targets else None,
     }
     config = load_with_overrides(FinetuneConfig, args.config, vars(args), nested={"lora": lora})
-    _init_ray(args.address)
+    ensure_ray(args.address)
     result = finetune(config, name=args.name)
     metrics = result.card["metrics"]
     print(
@@ -210,9 +218,11 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads-per-actor", type=int)
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--aggregation", choices=["simple", "first", "max", "average"])
-    parser.add_argument("--quantize", choices=["none", "int8"])
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16", "int8"], help="inference precision (default fp32)"
+    )
     parser.add_argument("--resume", action="store_true", default=None)
-    parser.add_argument("--address", help="Ray cluster address (default: local or RAY_ADDRESS)")
+    _add_address(parser)
     parser.set_defaults(handler=_run_annotate)
 
 
@@ -226,17 +236,91 @@ def _run_annotate(args: argparse.Namespace) -> int:
     if args.actors:
         overrides["min_actors"], overrides["max_actors"] = parse_actor_range(args.actors)
     config = load_with_overrides(AnnotateConfig, args.config, overrides)
-    _init_ray(args.address)
+    ensure_ray(args.address)
     summary = annotate_corpus(config)
     print(format_summary(summary))
     return 0
 
 
-def _init_ray(address: str | None) -> None:
-    import ray
+# ---------------------------------------------------------------- tune and select
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("tune", help="HPO sweep: Ray Tune + OptunaSearch (TPE) + ASHA")
+    parser.add_argument("--config", help="YAML with SweepConfig fields; flags override it")
+    parser.add_argument("--dataset")
+    parser.add_argument("--backbone", help="minilm, a Hugging Face id, or a local directory")
+    parser.add_argument("--output", help="report, and final/ with the final adapter")
+    parser.add_argument("--storage", help="Tune state, local or s3:// (default: OUTPUT/tune)")
+    method = parser.add_mutually_exclusive_group()
+    method.add_argument("--lora", dest="method", action="store_const", const="lora")
+    method.add_argument("--full", dest="method", action="store_const", const="full")
+    parser.add_argument("--lora-targets", help="comma-separated module names, or all-linear")
+    parser.add_argument("--trials", type=int)
+    parser.add_argument("--concurrency", type=int, help="trials running at once")
+    parser.add_argument("--cpus-per-trial", type=float)
+    parser.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU")
+    parser.add_argument("--max-epochs", type=int, help="per trial; ASHA's horizon")
+    parser.add_argument("--max-train-sentences", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--data-root")
+    parser.add_argument("--resume", action="store_true", default=None)
+    _add_address(parser)
+    parser.set_defaults(handler=_run_tune)
 
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True)
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from openmed_ray.config import SweepConfig, load_with_overrides
+    from openmed_ray.hpo.sweep import run_sweep
+
+    base = SweepConfig.from_yaml(args.config).finetune.to_dict() if args.config else {}
+    shared = {
+        "dataset": args.dataset,
+        "backbone": args.backbone,
+        "method": args.method,
+        "epochs": args.max_epochs,
+        "max_train_sentences": args.max_train_sentences,
+        "data_root": args.data_root,
+    }
+    finetune = {**base, **{k: v for k, v in shared.items() if v is not None}}
+    if args.lora_targets:
+        finetune["lora"] = {**base.get("lora", {}), "targets": args.lora_targets.split(",")}
+    overrides = {**vars(args), "finetune": finetune}
+    config = load_with_overrides(SweepConfig, args.config, overrides)
+    ensure_ray(args.address)
+    summary = run_sweep(config)
+    final = summary["final"]
+    print(
+        f"{summary['dataset']}: {len(summary['trials'])} trials, best dev F1 "
+        f"{summary['best']['dev_f1']:.4f}; final test F1 {final['test']['f1']:.4f} "
+        f"(bundle {final['bundle']})"
+    )
+    return 0
+
+
+def _add_select(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "select", help="register the best adapter per dataset (by dev F1) across sweeps"
+    )
+    parser.add_argument("--sweeps", nargs="+", required=True, help="sweep output directories")
+    parser.add_argument("--output", required=True, help="catalog JSON to create or update")
+    parser.add_argument("--json", action="store_true", help="print the selection as JSON")
+    parser.set_defaults(handler=_run_select)
+
+
+def _run_select(args: argparse.Namespace) -> int:
+    from openmed_ray.hpo.select import select_adapters
+
+    rows = select_adapters(args.sweeps, args.output)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        chosen = row["chosen"]
+        print(
+            f"{row['name']}: {row['dataset']} <- {chosen['backbone']} ({chosen['method']}), "
+            f"dev F1 {chosen['dev_f1']:.4f} of {len(row['candidates'])} candidate(s)"
+        )
+    print(f"catalog: {args.output} (use it with OPENMED_RAY_CATALOG={args.output})")
+    return 0
 
 
 VERBS = (
@@ -247,6 +331,8 @@ VERBS = (
     _add_evaluate,
     _add_adapters,
     _add_annotate,
+    _add_tune,
+    _add_select,
 )
 
 

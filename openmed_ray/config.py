@@ -216,6 +216,91 @@ class FinetuneConfig(Config):
         return 5e-4 if self.method == "lora" else 5e-5
 
 
+def _check_range(field: str, bounds: tuple, low_limit: float, high_limit: float | None) -> None:
+    require(len(bounds) == 2, field, f"expects [low, high], got {list(bounds)}")
+    low, high = bounds
+    require(low <= high, field, f"low {low} exceeds high {high} (contradictory range)")
+    require(low >= low_limit, field, f"must be >= {low_limit}, got {low}")
+    require(high_limit is None or high < high_limit, field, f"must be < {high_limit}, got {high}")
+
+
+def _check_choices(field: str, choices: tuple) -> None:
+    require(len(choices) > 0, field, "needs at least one choice (empty search space)")
+    require(
+        all(isinstance(c, int) and c > 0 for c in choices), field, "choices must be integers > 0"
+    )
+    require(len(set(choices)) == len(choices), field, f"repeated choices in {list(choices)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpaceConfig(Config):
+    """The paper's HPO space. Ranges are [low, high] (low == high fixes a value)."""
+
+    # log-uniform; None: [1e-4, 3e-3] for LoRA, [1e-5, 2e-4] for full fine-tuning
+    learning_rate: tuple[float, float] | None = None
+    batch_size: tuple[int, ...] = (16, 32)
+    weight_decay: tuple[float, float] = (0.0, 0.1)
+    warmup_ratio: tuple[float, float] = (0.0, 0.2)
+    lora_rank: tuple[int, ...] = (8, 16, 32)  # LoRA alpha follows as 2 x rank (paper: 32/16)
+    lora_dropout: tuple[float, float] = (0.0, 0.1)
+
+    def validate(self) -> None:
+        if self.learning_rate is not None:
+            _check_range("space.learning_rate", self.learning_rate, 1e-12, 1.0)
+        _check_choices("space.batch_size", self.batch_size)
+        _check_range("space.weight_decay", self.weight_decay, 0.0, None)
+        _check_range("space.warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        _check_choices("space.lora_rank", self.lora_rank)
+        _check_range("space.lora_dropout", self.lora_dropout, 0.0, 1.0)
+
+    def learning_rate_range(self, method: str) -> tuple[float, float]:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return (1e-4, 3e-3) if method == "lora" else (1e-5, 2e-4)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig(Config):
+    """A Ray Tune + OptunaSearch (TPE) sweep over `space`, then one final training and test.
+
+    `finetune` holds everything the trials share (dataset, backbone, method, LoRA targets,
+    capped training set); its `epochs` is the per-trial maximum and ASHA's horizon.
+    """
+
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    space: SearchSpaceConfig = dataclasses.field(default_factory=SearchSpaceConfig)
+    output: str = "runs/sweep"  # sweep.json, sweep.md, sweep.png and final/ (the adapter)
+    storage: str | None = None  # Tune's experiment state, local or s3://; None: OUTPUT/tune
+    trials: int = 40
+    concurrency: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0  # fractions share a GPU between trials
+    grace_period: int = 1  # epochs before ASHA may stop a trial
+    reduction_factor: int = 2
+    trial_retries: int = 2  # restarts of a trial whose process died (from its last epoch)
+    seed: int = 42  # TPE sampler and the final training
+    resume: bool = False
+
+    def validate(self) -> None:
+        require(self.trials > 0, "trials", "must be > 0")
+        require(self.concurrency > 0, "concurrency", "must be > 0")
+        require(self.cpus_per_trial > 0, "cpus_per_trial", "must be > 0")
+        require(self.gpus_per_trial >= 0, "gpus_per_trial", "must be >= 0")
+        require(self.grace_period >= 1, "grace_period", "must be >= 1")
+        require(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
+        require(self.trial_retries >= 0, "trial_retries", "must be >= 0")
+        require(
+            self.grace_period <= self.finetune.epochs,
+            "grace_period",
+            f"must not exceed the trials' max epochs ({self.finetune.epochs})",
+        )
+        require(bool(self.output), "output", "is required")
+
+    @property
+    def storage_uri(self) -> str:
+        return self.storage or str(Path(self.output).expanduser().resolve() / "tune")
+
+
 def load_with_overrides(
     cls: type[C],
     path: str | Path | None,
@@ -231,6 +316,9 @@ def load_with_overrides(
         if chosen:
             base[field_name] = {**base.get(field_name, {}), **chosen}
     return cls.from_dict(base)
+
+
+PRECISIONS = ("fp32", "bf16", "int8")  # inference: float32, bfloat16, dynamic int8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +340,7 @@ class AnnotateConfig(Config):
     threads_per_actor: int | None = None  # None: node CPUs / actors per node
     threshold: float = 0.0
     aggregation: str = "first"  # first | average | max | simple
-    quantize: str = "none"  # none | int8
+    precision: str = "fp32"  # fp32 | bf16 | int8 (dynamic, per channel)
     resume: bool = False
 
     def validate(self) -> None:
@@ -278,7 +366,7 @@ class AnnotateConfig(Config):
             "aggregation",
             "first, average, max or simple",
         )
-        require(self.quantize in ("none", "int8"), "quantize", "none or int8")
+        require(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}")
         require(all(a and a.strip() == a for a in self.adapters), "adapters", "empty adapter name")
 
 

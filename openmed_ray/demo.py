@@ -17,14 +17,14 @@ SAMPLE = Path(__file__).resolve().parent / "resources" / "demo" / "pmc_oa_abstra
 def main(output: str = "runs/demo") -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import pyarrow.compute as pc
-    import ray
 
     from openmed_ray.annotate.pipeline import annotate_corpus, format_summary
     from openmed_ray.config import AnnotateConfig
     from openmed_ray.io.annotations import ENTITIES, read_parts
+    from openmed_ray.runtime import ensure_ray
 
     shutil.rmtree(output, ignore_errors=True)
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ensure_ray(include_dashboard=False, log_to_driver=False)
     summary = annotate_corpus(AnnotateConfig(input=str(SAMPLE), output=output))
     print()
     print(format_summary(summary))

@@ -24,6 +24,10 @@ class DataFormatError(OpenMedError):
         super().__init__(f"{where}: {message}")
 
 
+class ResourceError(OpenMedError):
+    """Requested resources (CPUs, GPUs, workers, trials) that the Ray cluster cannot provide."""
+
+
 class UnknownDatasetError(OpenMedError):
     """A dataset name that is not in the registry."""
 

@@ -10,8 +10,8 @@ from openmed_ray.annotate.annotator import Annotator, DocumentResult, Entity
 
 
 @lru_cache(maxsize=4)
-def _cached_annotator(adapters: tuple[str, ...], aggregation: str, quantize: str) -> Annotator:
-    return Annotator(adapters, aggregation=aggregation, quantize=quantize)
+def _cached_annotator(adapters: tuple[str, ...], aggregation: str, precision: str) -> Annotator:
+    return Annotator(adapters, aggregation=aggregation, precision=precision)
 
 
 def annotate_texts(
@@ -20,7 +20,7 @@ def annotate_texts(
     *,
     aggregation: str = "first",
     threshold: float = 0.0,
-    quantize: str = "none",
+    precision: str = "fp32",
 ) -> list[list[dict[str, Any]]]:
     """Annotate texts in-process; one list of entity dicts per text.
 
@@ -34,7 +34,7 @@ def annotate_texts(
     if isinstance(adapters, str):
         adapters = adapters.split(",")
     chosen = tuple(adapters or DEFAULT_ADAPTERS)
-    annotator = _cached_annotator(chosen, aggregation, quantize)
+    annotator = _cached_annotator(chosen, aggregation, precision)
     results = annotator.annotate(list(texts))
     output = []
     for index, result in enumerate(results):

@@ -30,7 +30,7 @@ from openmed_ray.io.annotations import (
     ENTITY_SCHEMA,
     completed_doc_ids,
     list_parts,
-    new_part_name,
+    part_name,
     read_parts,
     remove_orphans,
     write_part,
@@ -39,6 +39,7 @@ from openmed_ray.io.corpus import inspect_corpus
 from openmed_ray.io.filesystem import join, resolve, write_bytes_atomic
 from openmed_ray.models.adapters import identify_adapter
 from openmed_ray.models.catalog import DEFAULT_ADAPTERS
+from openmed_ray.runtime import ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,6 @@ def _remote_env(*uris: str) -> dict[str, Any]:
     return {"runtime_env": {"env_vars": env}} if env else {}
 
 
-def _ensure_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True)
-
-
 def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
     """Annotate every document of the input; returns (and writes) the summary."""
     import ray
@@ -117,7 +111,7 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
     from openmed_ray.annotate.stage import AnnotateActor, AnnotationSink
 
     adapters = list(config.adapters or DEFAULT_ADAPTERS)
-    identities = [identify_adapter(adapter, config.quantize) for adapter in adapters]
+    identities = [identify_adapter(adapter, config.precision) for adapter in adapters]
     corpus = inspect_corpus(config.input, config.id_column, config.text_column)
     out = config.output.rstrip("/")
     existing = list_parts(out, DOCUMENTS)
@@ -133,7 +127,7 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
         [done.cast(pa.string()), pa.array(sorted(duplicates), pa.string())]
     ).unique()
 
-    _ensure_ray()
+    ensure_ray()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     node_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=1)
     plan = plan_actors(config, ray.cluster_resources(), node_cpus)
@@ -179,7 +173,7 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
                 "batch_size": config.batch_size,
                 "aggregation": config.aggregation,
                 "threshold": config.threshold,
-                "quantize": config.quantize,
+                "precision": config.precision,
                 "threads": plan.threads,
                 "device": "cuda" if config.gpus_per_actor > 0 else "cpu",
             },
@@ -221,7 +215,9 @@ def _record_duplicates(out: str, run_id: str, duplicates: dict[str, int]) -> Non
         },
         schema=DOCUMENT_SCHEMA,
     )
-    write_part(out, new_part_name(run_id), ENTITY_SCHEMA.empty_table(), documents)
+    write_part(
+        out, part_name(run_id, documents.column("doc_id")), ENTITY_SCHEMA.empty_table(), documents
+    )
 
 
 def summarize(

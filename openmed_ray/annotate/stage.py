@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
-from openmed_ray.io.annotations import ANNOTATED_SCHEMA, new_part_name, split_annotated, write_part
+from openmed_ray.io.annotations import ANNOTATED_SCHEMA, part_name, split_annotated, write_part
 
 
 class AnnotateActor:
@@ -28,7 +28,7 @@ class AnnotateActor:
         batch_size: int,
         aggregation: str,
         threshold: float,
-        quantize: str,
+        precision: str,
         threads: int,
         device: str,
     ) -> None:
@@ -39,7 +39,7 @@ class AnnotateActor:
             batch_size=batch_size,
             aggregation=aggregation,
             threshold=threshold,
-            quantize=quantize,
+            precision=precision,
             threads=threads,
             device=device,
         )
@@ -89,7 +89,8 @@ class AnnotationSink(Datasink[dict]):
         if not tables:
             return {"documents": 0, "entities": 0, "files": 0}
         entities, documents = split_annotated(pa.concat_tables(tables, promote_options="default"))
-        write_part(self.root, new_part_name(self.run_id), entities, documents)
+        name = part_name(self.run_id, documents.column("doc_id"))
+        write_part(self.root, name, entities, documents)
         return {"documents": documents.num_rows, "entities": entities.num_rows, "files": 1}
 
     def on_write_complete(self, write_result) -> None:

@@ -8,7 +8,7 @@ crash leaves at most an orphan entities part, which `remove_orphans` deletes on 
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,8 +46,13 @@ ENTITIES = "entities"
 DOCUMENTS = "documents"
 
 
-def new_part_name(run_id: str) -> str:
-    return f"part-{run_id}-{uuid.uuid4().hex[:12]}.parquet"
+def part_name(run_id: str, doc_ids: pa.Array | pa.ChunkedArray) -> str:
+    """A name derived from the run and the documents a part holds: a retried write (a task
+    rerun after a lost node) rewrites the same pair instead of adding a duplicate."""
+    digest = hashlib.sha1()
+    for doc_id in doc_ids.to_pylist():
+        digest.update(doc_id.encode("utf-8", "surrogatepass") + b"\0")
+    return f"part-{run_id}-{digest.hexdigest()[:16]}.parquet"
 
 
 def split_annotated(table: pa.Table) -> tuple[pa.Table, pa.Table]:

@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
+from openmed_ray.config import PRECISIONS
 from openmed_ray.errors import OpenMedError
 from openmed_ray.models.backbones import load_tokenizer, max_positions
 from openmed_ray.models.bundle import bundle_version, is_bundle, load_bundle, read_card
 from openmed_ray.models.catalog import UnknownAdapterError, catalog_entries, resolve_adapter
-
-QUANTIZE_OPTIONS = ("none", "int8")
 
 
 @dataclass
@@ -90,11 +89,11 @@ def _hash_weights(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def identify_adapter(spec: str, quantize: str = "none") -> AdapterIdentity:
+def identify_adapter(spec: str, precision: str = "fp32") -> AdapterIdentity:
     """Resolve a catalog name, bundle path or HF model directory; fail clearly otherwise."""
-    if quantize not in QUANTIZE_OPTIONS:
-        raise OpenMedError(f"quantize must be one of {QUANTIZE_OPTIONS}, got {quantize!r}")
-    suffix = "" if quantize == "none" else f"-{quantize}"
+    if precision not in PRECISIONS:
+        raise OpenMedError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    suffix = "" if precision == "fp32" else f"-{precision}"
     entries = catalog_entries()
     path = Path(spec).expanduser()
     if spec not in entries and not is_bundle(path) and _is_hf_token_classifier(path):
@@ -113,9 +112,9 @@ def identify_adapter(spec: str, quantize: str = "none") -> AdapterIdentity:
     return AdapterIdentity(name, bundle_version(directory) + suffix, directory, "bundle")
 
 
-def load_predictor(spec: str, *, merge: bool = True, quantize: str = "none") -> Predictor:
+def load_predictor(spec: str, *, merge: bool = True, precision: str = "fp32") -> Predictor:
     """A ready-to-run predictor for a catalog name, bundle path or HF model directory."""
-    identity = identify_adapter(spec, quantize)
+    identity = identify_adapter(spec, precision)
     if identity.kind == "transformers":
         from transformers import AutoModelForTokenClassification
 
@@ -145,7 +144,10 @@ def load_predictor(spec: str, *, merge: bool = True, quantize: str = "none") -> 
             overlap=hyper.get("overlap", 50),
             decoding=bundle.card.get("decoding", "viterbi"),
         )
-    if quantize == "int8":
+    if precision == "int8":
         predictor.model = quantize_int8(predictor.model)
+    elif precision == "bf16":
+        # Weights and activations in bfloat16: AMX/AVX-512-BF16 matmuls on recent x86 CPUs.
+        predictor.model = predictor.model.to(torch.bfloat16)
     predictor.model.eval()
     return predictor

@@ -19,6 +19,22 @@ from openmed_ray.models.bundle import is_bundle, read_card
 CATALOG_ENV = "OPENMED_RAY_CATALOG"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "adapters"
 DEFAULT_ADAPTERS = ("disease", "chemical")
+# Catalog name -> the benchmark(s) it is trained on (species: whichever scores better).
+ADAPTER_DATASETS: dict[str, tuple[str, ...]] = {
+    "chemical": ("BC5CDR-chem",),
+    "disease": ("BC5CDR-disease",),
+    "ncbi-disease": ("NCBI-disease",),
+    "gene": ("BC2GM",),
+    "species": ("linnaeus", "s800"),
+}
+
+
+def adapter_name_for(dataset: str) -> str:
+    """The catalog name an adapter trained on `dataset` is registered under."""
+    for name, datasets in ADAPTER_DATASETS.items():
+        if dataset in datasets:
+            return name
+    return dataset.lower()
 
 
 class UnknownAdapterError(OpenMedError):

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+DECODINGS = ("viterbi", "argmax")
+
 
 def transition_mask(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(allowed[prev, next], allowed_start[next]) for IOB2 labels."""
@@ -30,7 +32,7 @@ class BioDecoder:
     """Decodes (n_words, n_labels) log-probabilities into label indices."""
 
     def __init__(self, labels: Sequence[str], method: str = "viterbi") -> None:
-        if method not in ("viterbi", "argmax"):
+        if method not in DECODINGS:
             raise ValueError(f"decoding must be 'viterbi' or 'argmax', got {method!r}")
         self.labels = list(labels)
         self.method = method

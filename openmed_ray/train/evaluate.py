@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from openmed_ray.eval.metrics import EvalReport, evaluate
+from openmed_ray.eval.significance import approximate_randomization
 from openmed_ray.io.iob import Sentence
-from openmed_ray.text.decoding import BioDecoder
+from openmed_ray.models.inference import sentence_log_probs
+from openmed_ray.text.decoding import DECODINGS, BioDecoder
 from openmed_ray.text.windows import WindowSpec
 from openmed_ray.train.data import encode_sentences
-from openmed_ray.train.loop import predict_tags
+
+
+def sentence_scores(
+    model: torch.nn.Module,
+    tokenizer,
+    sentences: Sequence[Sentence],
+    *,
+    spec: WindowSpec = WindowSpec(),
+    batch_size: int = 64,
+) -> list[np.ndarray]:
+    """Per sentence, word-level log-probabilities (n_words, n_labels), before decoding."""
+    windows = encode_sentences(tokenizer, list(sentences), None, spec)
+    return sentence_log_probs(
+        model,
+        windows,
+        [len(s) for s in sentences],
+        pad_id=tokenizer.pad_token_id or 0,
+        batch_size=batch_size,
+    )
 
 
 def predict_sentences(
@@ -24,15 +46,9 @@ def predict_sentences(
     spec: WindowSpec = WindowSpec(),
     batch_size: int = 64,
 ) -> list[list[str]]:
-    windows = encode_sentences(tokenizer, list(sentences), None, spec)
-    return predict_tags(
-        model,
-        list(sentences),
-        windows,
-        BioDecoder(labels, decoding),
-        pad_id=tokenizer.pad_token_id or 0,
-        batch_size=batch_size,
-    )
+    scores = sentence_scores(model, tokenizer, sentences, spec=spec, batch_size=batch_size)
+    decoder = BioDecoder(labels, decoding)
+    return [decoder.decode_tags(s) for s in scores]
 
 
 def evaluate_model(
@@ -50,6 +66,31 @@ def evaluate_model(
         model, tokenizer, labels, sentences, decoding=decoding, spec=spec, batch_size=batch_size
     )
     return evaluate([list(s.tags) for s in sentences], predicted), predicted
+
+
+def compare_decodings(
+    model: torch.nn.Module,
+    tokenizer,
+    labels: Sequence[str],
+    sentences: Sequence[Sentence],
+    *,
+    spec: WindowSpec = WindowSpec(),
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Constrained Viterbi against argmax on the same forward pass: each one's report, the F1
+    difference in points, and its approximate-randomization p-value."""
+    scores = sentence_scores(model, tokenizer, sentences, spec=spec, batch_size=batch_size)
+    gold = [list(s.tags) for s in sentences]
+    tags = {
+        method: [BioDecoder(labels, method).decode_tags(s) for s in scores] for method in DECODINGS
+    }
+    reports = {method: evaluate(gold, predicted) for method, predicted in tags.items()}
+    test = approximate_randomization(gold, tags["viterbi"], tags["argmax"], n_shuffles=2000)
+    return {
+        "reports": reports,
+        "viterbi_minus_argmax_pp": round(100 * (reports["viterbi"].f1 - reports["argmax"].f1), 3),
+        "p_value": test.p_value,
+    }
 
 
 def evaluate_adapter(

@@ -22,9 +22,10 @@ from openmed_ray.io.filesystem import write_bytes_atomic
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.bundle import save_bundle
 from openmed_ray.models.classifier import count_parameters
+from openmed_ray.runtime import ensure_ray, require_resources
 from openmed_ray.text.windows import WindowSpec
 from openmed_ray.train.data import check_splits
-from openmed_ray.train.evaluate import evaluate_model
+from openmed_ray.train.evaluate import compare_decodings
 from openmed_ray.train.loop import (
     STATE_FILE,
     load_best_model,
@@ -35,10 +36,6 @@ from openmed_ray.train.loop import (
 log = logging.getLogger(__name__)
 
 RUN_NAME = "finetune"
-
-
-class ResourceError(OpenMedError):
-    """Requested resources (GPUs, workers) that the cluster cannot provide."""
 
 
 @dataclass
@@ -66,22 +63,13 @@ def preflight(config: FinetuneConfig) -> list[str]:
 
 
 def check_resources(config: FinetuneConfig) -> None:
-    import ray
-
-    if config.gpus_per_worker > 0:
-        available = ray.cluster_resources().get("GPU", 0)
-        wanted = config.gpus_per_worker * config.workers
-        if available < wanted:
-            raise ResourceError(
-                f"{config.workers} worker(s) x {config.gpus_per_worker} GPU need {wanted} GPU(s), "
-                f"but the Ray cluster has {available:g}; drop --gpus-per-worker to train on CPU"
-            )
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if config.cpus_per_worker * config.workers > cpus:
-        raise ResourceError(
-            f"{config.workers} worker(s) x {config.cpus_per_worker} CPU exceed the cluster's "
-            f"{cpus:g} CPUs; lower --workers or --cpus-per-worker"
-        )
+    require_resources(
+        config.workers,
+        config.cpus_per_worker,
+        config.gpus_per_worker,
+        "worker",
+        "lower --workers, --cpus-per-worker or --gpus-per-worker (CPU training needs no GPU)",
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -103,7 +91,6 @@ def _versions() -> dict[str, str]:
 
 def finetune(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
     """Train with Ray Train, keep the best dev epoch, evaluate dev and test once, write a bundle."""
-    import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -115,8 +102,7 @@ def finetune(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
             f"{output} already holds a training run; pass --resume to continue it, or choose "
             "another --output"
         )
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=True)
+    ensure_ray()
     check_resources(config)
     use_gpu = config.gpus_per_worker > 0
     resources = {"CPU": config.cpus_per_worker}
@@ -176,18 +162,25 @@ def write_outputs(
     tokenizer = load_tokenizer(backbone_dir)
     dataset = require_dataset(config.dataset, config.data_root)
     spec = WindowSpec(config.max_length, config.overlap)
-    metrics = {}
+    metrics: dict[str, Any] = {}
+    decoding_comparison = {}
     for split, key in (("devel", "dev"), ("test", "test")):
-        report, _ = evaluate_model(
+        # One forward pass, decoded both ways: the configured decoding gives the metrics,
+        # and the other is recorded beside it (the Viterbi-vs-argmax measurement).
+        compared = compare_decodings(
             model,
             tokenizer,
             labels,
             dataset.load(split),
-            decoding=config.decoding,
             spec=spec,
             batch_size=config.eval_batch_size,
         )
-        metrics[key] = report.to_dict()
+        reports = compared.pop("reports")
+        metrics[key] = reports[config.decoding].to_dict()
+        decoding_comparison[key] = {
+            **{method: _prf(report) for method, report in reports.items()},
+            **compared,
+        }
     trainable, total = count_parameters(model)
     history = state["history"]
     train_seconds = round(sum(h["epoch_seconds"] for h in history), 1)
@@ -203,6 +196,7 @@ def write_outputs(
             k: v for k, v in config.to_dict().items() if k not in ("output", "data_root", "resume")
         },
         "metrics": metrics,
+        "decoding_comparison": decoding_comparison,
         "epochs_trained": state["epoch"],
         "best_epoch": state["best_epoch"],
         "stopped_early": state["stopped_early"],
@@ -233,6 +227,10 @@ def write_outputs(
         bundle_dir,
     )
     return FinetuneResult(output, bundle_dir, card)
+
+
+def _prf(report) -> dict[str, float]:
+    return {"precision": report.precision, "recall": report.recall, "f1": report.f1}
 
 
 def clear_run(output: str | Path) -> None:

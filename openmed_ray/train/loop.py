@@ -38,6 +38,7 @@ STATE_FILE = "state.json"
 LATEST_WEIGHTS = "latest.safetensors"
 BEST_WEIGHTS = "best.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
+PROGRESS_SECONDS = 60.0  # a training-progress log line at most this often
 
 
 @dataclass
@@ -191,6 +192,7 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
         started = time.perf_counter()
         model.train()
         total_loss, n_batches = 0.0, 0
+        last_progress = started
         for batch in epoch_batches(
             data.train_windows,
             global_batch_size=config.batch_size,
@@ -210,6 +212,16 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
             scheduler.step()
             total_loss += float(loss.detach())
             n_batches += 1
+            if session.rank == 0 and time.perf_counter() - last_progress > PROGRESS_SECONDS:
+                last_progress = time.perf_counter()
+                log.info(
+                    "epoch %d: step %d/%d, loss %.4f, %.2f s/step",
+                    epoch + 1,
+                    n_batches,
+                    steps,
+                    total_loss / n_batches,
+                    (last_progress - started) / n_batches,
+                )
         train_seconds = time.perf_counter() - started
 
         # Dev evaluation: each rank predicts every world_size-th sentence; rank order restores it.

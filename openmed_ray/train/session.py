@@ -115,6 +115,12 @@ class RayTrainSession(Session):
 class RayTuneSession(Session):
     """Inside a Ray Tune trial (one process): checkpoints via ray.tune.report."""
 
+    def device(self) -> torch.device:
+        import ray
+
+        # Ray sets CUDA_VISIBLE_DEVICES to the trial's (possibly fractional) GPU.
+        return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+
     def restored_checkpoint(self):
         from ray import tune
 

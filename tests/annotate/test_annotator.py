@@ -112,3 +112,27 @@ def test_annotate_texts_matches_the_hf_pipeline_fields(tiny_bundle):
 def test_unknown_adapter():
     with pytest.raises(UnknownAdapterError, match="unknown adapter 'nope'"):
         Annotator(["nope"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precisions_keep_the_entities(tiny_bundle, annotator, precision):
+    import torch
+
+    from tests.annotate.conftest import make_texts
+
+    reduced = Annotator([str(tiny_bundle)], threads=1, precision=precision)
+    (predictor,), (full,) = reduced.predictors, annotator.predictors
+    assert predictor.version == f"{full.version}-{precision}"  # never mixed up in outputs
+    model = predictor.model
+    if precision == "bf16":
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    else:
+        assert any("quantized" in type(m).__module__ for m in model.modules())
+    texts = make_texts(60, seed=5)
+    spans = [{(e.start, e.end, e.label) for e in r.entities} for r in annotator.annotate(texts)]
+    reduced_spans = [
+        {(e.start, e.end, e.label) for e in r.entities} for r in reduced.annotate(texts)
+    ]
+    found = sum(len(s) for s in spans)
+    agreed = sum(len(a & b) for a, b in zip(spans, reduced_spans, strict=True))
+    assert found > 50 and agreed >= 0.95 * found

@@ -7,11 +7,11 @@ import torch
 
 from openmed_ray.config import FinetuneConfig
 from openmed_ray.datasets import get_dataset
-from openmed_ray.errors import OpenMedError
+from openmed_ray.errors import OpenMedError, ResourceError
 from openmed_ray.models.bundle import load_bundle
 from openmed_ray.train.data import TrainingDataError
 from openmed_ray.train.evaluate import evaluate_model, predict_sentences
-from openmed_ray.train.finetune import ResourceError, finetune
+from openmed_ray.train.finetune import finetune
 from tests.conftest import make_tiny_dataset
 
 pytestmark = pytest.mark.slow
@@ -54,6 +54,14 @@ def test_two_workers_train_write_a_bundle_and_resume(
     sentences = get_dataset("NCBI-disease", tiny_data_root).load("test")
     report, _ = evaluate_model(bundle.model, bundle.tokenizer, bundle.labels, sentences)
     assert report.to_dict() == result.card["metrics"]["test"]
+    # Viterbi and argmax decodings of the same forward pass are both recorded, with a p-value.
+    compared = result.card["decoding_comparison"]["test"]
+    argmax, _ = evaluate_model(
+        bundle.model, bundle.tokenizer, bundle.labels, sentences, decoding="argmax"
+    )
+    assert compared["argmax"]["f1"] == argmax.f1 and compared["viterbi"]["f1"] == report.f1
+    assert compared["viterbi_minus_argmax_pp"] == round(100 * (report.f1 - argmax.f1), 3)
+    assert 0 < compared["p_value"] <= 1
     merged = load_bundle(result.bundle, merge=True)
     assert predict_sentences(merged.model, merged.tokenizer, merged.labels, sentences) == (
         predict_sentences(bundle.model, bundle.tokenizer, bundle.labels, sentences)

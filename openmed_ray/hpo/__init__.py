@@ -1,0 +1,1 @@
+"""Hyperparameter search (Ray Tune + OptunaSearch) and best-of-breed adapter selection."""
