@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test lint format adapters clean
+.PHONY: setup demo test test-spacy lint format adapters clean
 
 # Train (or reuse cached runs of) the MiniLM adapters and refresh openmed_ray/adapters/.
 adapters: setup
@@ -17,6 +17,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) test-spacy
+
+# spaCy 3.7 (what en_chem_ner and Med7 need) is built against NumPy 1, so the spaCy backend's
+# tests run in their own environment with the `spacy-test` extra.
+test-spacy:
+	@VENV=.venv-spacy EXTRAS=spacy-test bash scripts/setup.sh
+	.venv-spacy/bin/python -m pytest -q -m spacy
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -27,4 +34,4 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-spacy .pytest_cache

@@ -9,8 +9,9 @@ Systems, all on the first N PMC-OA abstracts of ../shared/data/corpora and one a
      (stride=50 so abstracts over 512 wordpieces do not crash it);
   2. engine: openmed_ray's Annotator in-process (FP32);
   3. ray_1_actor / ray_2_actors: the full Ray Data pipeline on local Ray;
-  4. options beyond FP32 (bfloat16 weights, int8 dynamic quantization per channel), with their F1 cost on
-     the adapter's benchmark test set.
+  4. options beyond the torch FP32 engine: torch bfloat16, torch int8 (dynamic, per channel),
+     and ONNX Runtime in FP32 and int8 (dynamic, per channel, head kept in FP32), each with
+     its F1 cost on the adapter's benchmark test set.
 
 Reports wordpieces/s (content wordpieces of the documents, the same count for every system),
 docs/s and entities, the speedup over the baseline, and the share of this machine's FP32
@@ -40,6 +41,13 @@ from benchmarks.common import RESULTS, write_results  # noqa: E402
 from openmed_ray.config import resolve_data_root  # noqa: E402
 
 MAX_F1_LOSS_PP = 0.3
+# Option name -> (runtime, precision); the engine itself is torch FP32.
+OPTIONS = {
+    "torch-bf16": ("torch", "bf16"),
+    "torch-int8": ("torch", "int8"),
+    "onnx-fp32": ("onnx", "fp32"),
+    "onnx-int8": ("onnx", "int8"),
+}
 
 
 def load_abstracts(n: int) -> list[dict]:
@@ -105,11 +113,11 @@ def run_baseline(model_dir: Path, texts: list[str], threads: int) -> dict:
 
 
 def run_engine(
-    adapter: str, texts: list[str], threads: int, precision: str = "fp32"
+    adapter: str, texts: list[str], threads: int, precision: str = "fp32", runtime: str = "torch"
 ) -> tuple[dict, list]:
     from openmed_ray.annotate.annotator import Annotator
 
-    annotator = Annotator([adapter], threads=threads, precision=precision)
+    annotator = Annotator([adapter], threads=threads, precision=precision, runtime=runtime)
     annotator.annotate(texts[:8])  # warm-up (allocator, kernels)
     started = time.perf_counter()
     results = []
@@ -149,7 +157,8 @@ def run_ray(adapter: str, docs: list[dict], actors: int, workdir: Path) -> tuple
         cpus_per_actor=1.0 if actors == 1 else 0.5,
         threads_per_actor=2 if actors == 1 else 1,
         docs_per_batch=64,
-        rows_per_file=10_000,
+        # Small parts so their write times show the steady state (see steady_state_rate).
+        rows_per_file=64,
     )
     started = time.perf_counter()
     summary = annotate_corpus(config)
@@ -167,7 +176,21 @@ def run_ray(adapter: str, docs: list[dict], actors: int, workdir: Path) -> tuple
         "seconds": seconds,
         "entities": len(entities),
         "pipeline_summary": summary["this_run"],
+        "steady_state": steady_state_rate(out),
     }, entities
+
+
+def steady_state_rate(out: Path) -> dict:
+    """Documents per second between the first and the last part written: the pipeline's rate
+    once its actors are up, without Ray start-up and model loading."""
+    import pyarrow.parquet as pq
+
+    parts = sorted((out / "documents").glob("part-*.parquet"), key=lambda p: p.stat().st_mtime)
+    if len(parts) < 2:
+        return {}
+    seconds = parts[-1].stat().st_mtime - parts[0].stat().st_mtime
+    docs = sum(pq.ParquetFile(p).metadata.num_rows for p in parts[1:])
+    return {"parts": len(parts), "seconds": round(seconds, 2), "docs_per_s": docs / seconds}
 
 
 def same_entities(a: list, b: list, tolerance: float = 1e-4) -> bool:
@@ -177,7 +200,9 @@ def same_entities(a: list, b: list, tolerance: float = 1e-4) -> bool:
     )
 
 
-def f1_on_test(adapter: str, precision: str) -> float:
+def f1_on_test(
+    adapter: str, precision: str, runtime: str = "torch", limit: int | None = None
+) -> float:
     from openmed_ray.datasets import require_dataset
     from openmed_ray.models.adapters import load_predictor
     from openmed_ray.models.bundle import read_card
@@ -185,12 +210,12 @@ def f1_on_test(adapter: str, precision: str) -> float:
     from openmed_ray.train.evaluate import evaluate_model
 
     card = read_card(resolve_adapter(adapter))
-    predictor = load_predictor(adapter, merge=True, precision=precision)
+    predictor = load_predictor(adapter, merge=True, precision=precision, runtime=runtime)
     report, _ = evaluate_model(
         predictor.model,
         predictor.tokenizer,
         predictor.labels,
-        require_dataset(card["dataset"]).load("test"),
+        require_dataset(card["dataset"]).load("test")[:limit],
         decoding=predictor.decoding,
     )
     return report.f1
@@ -224,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--adapter", default="disease")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--test-sentences", type=int, help="cap the F1 test set (quick checks only)"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "annotate_throughput.json")
     args = parser.parse_args(argv)
 
@@ -241,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def describe(result: dict) -> dict:
         result = dict(result)
+        if result.get("steady_state"):  # same wordpieces per document as the whole corpus
+            steady = result["steady_state"]
+            steady["wordpieces_per_s"] = round(steady["docs_per_s"] * pieces / len(texts), 1)
+            steady["docs_per_s"] = round(steady["docs_per_s"], 2)
         result["seconds"] = round(result["seconds"], 2)
         result["wordpieces_per_s"] = round(pieces / result["seconds"], 1)
         result["docs_per_s"] = round(len(texts) / result["seconds"], 2)
@@ -270,13 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         flops * payload["engine"]["wordpieces_per_s"] / (peak * 1e9), 3
     )
 
-    fp32_f1 = f1_on_test(args.adapter, "fp32")
+    fp32_f1 = f1_on_test(args.adapter, "fp32", limit=args.test_sentences)
     payload["fp32_test_f1"] = round(fp32_f1, 4)
     payload["options"] = {}
-    for option in ("bf16", "int8"):
-        result, _ = run_engine(args.adapter, texts, args.threads, precision=option)
+    for option, (runtime, precision) in OPTIONS.items():
+        result, _ = run_engine(args.adapter, texts, args.threads, precision, runtime)
         described = describe(result)
-        described["test_f1"] = round(f1_on_test(args.adapter, option), 4)
+        described["test_f1"] = round(
+            f1_on_test(args.adapter, precision, runtime, args.test_sentences), 4
+        )
         described["f1_delta_pp"] = round(100 * (described["test_f1"] - fp32_f1), 2)
         described["speedup_vs_baseline"] = round(described["wordpieces_per_s"] / base, 2)
         payload["options"][option] = described

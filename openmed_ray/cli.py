@@ -221,6 +221,11 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--precision", choices=["fp32", "bf16", "int8"], help="inference precision (default fp32)"
     )
+    parser.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        help="torch (default) or onnx: ONNX Runtime, fp32 or int8 (pip install 'openmed-ray[onnx]')",
+    )
     parser.add_argument("--resume", action="store_true", default=None)
     _add_address(parser)
     parser.set_defaults(handler=_run_annotate)
@@ -323,6 +328,204 @@ def _run_select(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- kg
+def _add_kg(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "kg",
+        help="link entities to ontology IDs and merge new partitions into a co-occurrence graph",
+    )
+    parser.add_argument("--config", help="YAML with KGConfig fields; flags override it")
+    parser.add_argument("--entities", help="annotate output(s): partitions are its children")
+    parser.add_argument("--documents", help="Parquet corpus with the texts (local or s3://)")
+    parser.add_argument("--graph", help="local graph directory (versioned states, exports)")
+    parser.add_argument("--id-column")
+    parser.add_argument("--text-column")
+    parser.add_argument("--level", choices=["sentence", "document", "both"], help="default both")
+    parser.add_argument("--min-count", type=int, help="exports keep edges seen this often")
+    parser.add_argument("--min-score", type=float, help="ignore entities scored lower")
+    parser.add_argument("--type-pairs", help="e.g. Chemical-Disease,Gene-Disease (default: any)")
+    parser.add_argument(
+        "--dictionary", action="append", help="extra TSV: string<TAB>id<TAB>type (repeatable)"
+    )
+    parser.add_argument(
+        "--no-builtin-dictionary",
+        dest="builtin",
+        action="store_false",
+        default=None,
+        help="link with --dictionary files only",
+    )
+    parser.add_argument("--threshold", type=float, help="TF-IDF similarity to link (0.7)")
+    parser.add_argument("--examples", type=int, help="example doc_ids kept per edge")
+    parser.add_argument(
+        "--replace", action="append", help="merged partition to substitute (repeatable)"
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", default=None, help="re-derive every merged partition"
+    )
+    parser.add_argument("--actors", type=int)
+    parser.add_argument("--cpus-per-actor", type=float)
+    parser.add_argument("--docs-per-batch", type=int)
+    parser.add_argument("--data-root", help="holds normalization/ (the built-in dictionary)")
+    parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _add_address(parser)
+    parser.set_defaults(handler=_run_kg)
+
+
+def _run_kg(args: argparse.Namespace) -> int:
+    from openmed_ray.config import KG_LEVELS, KGConfig, load_with_overrides
+    from openmed_ray.kg.pipeline import build_graph, format_summary
+
+    overrides = dict(vars(args))
+    if args.level:
+        overrides["levels"] = list(KG_LEVELS) if args.level == "both" else [args.level]
+    if args.type_pairs:
+        overrides["type_pairs"] = [p.strip() for p in args.type_pairs.split(",") if p.strip()]
+    linker = {
+        "dictionaries": args.dictionary,
+        "threshold": args.threshold,
+        "builtin": args.builtin,
+        "data_root": args.data_root,
+    }
+    config = load_with_overrides(KGConfig, args.config, overrides, nested={"linker": linker})
+    ensure_ray(args.address)
+    summary = build_graph(config)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+# ---------------------------------------------------------------- corpus and dapt
+def _add_corpus(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "corpus", help="JSONL(.gz) corpora to Parquet passages for DAPT (with a held-out split)"
+    )
+    parser.add_argument("--config", help="YAML with CorpusConfig fields; flags override it")
+    parser.add_argument("--from", dest="source", help="a JSONL(.gz) file or a directory of them")
+    parser.add_argument("--output", help="training passages (.parquet)")
+    parser.add_argument("--heldout", help="held-out passages (default: <stem>.heldout.parquet)")
+    parser.add_argument("--backbone", help="whose tokenizer counts wordpieces (default minilm)")
+    parser.add_argument("--license-filter", help="keep only these licences, e.g. cc0,cc-by")
+    parser.add_argument("--max-docs", type=int, help="documents kept at most, after the filters")
+    parser.add_argument("--min-wordpieces", type=int)
+    parser.add_argument("--max-wordpieces", type=int)
+    parser.add_argument("--heldout-fraction", type=float, help="share of documents (0.02)")
+    parser.add_argument(
+        "--no-leakage-filter",
+        dest="exclude_benchmark_pmids",
+        action="store_false",
+        default=None,
+        help="keep documents whose PMID is in a benchmark's dev or test set",
+    )
+    parser.add_argument("--data-root", help="holds normalization/ and bioner/ (leakage filter)")
+    parser.add_argument("--seed", type=int)
+    parser.set_defaults(handler=_run_corpus)
+
+
+def _run_corpus(args: argparse.Namespace) -> int:
+    from openmed_ray.config import CorpusConfig, load_with_overrides
+    from openmed_ray.train.corpus import build_corpus
+
+    overrides = dict(vars(args))
+    if args.license_filter:
+        overrides["license_filter"] = [x.strip() for x in args.license_filter.split(",")]
+    stats = build_corpus(load_with_overrides(CorpusConfig, args.config, overrides))
+    docs = stats["documents"]
+    print(
+        f"{docs['read']} documents read, {docs['dropped_license']} dropped by licence, "
+        f"{docs['dropped_leakage']} by benchmark leakage; {stats['passages']['train']} training "
+        f"passages ({stats['tokens']['train']} wordpieces) in {stats['output']}, "
+        f"{stats['passages']['heldout']} held-out in {stats['heldout']}"
+    )
+    return 0
+
+
+def _add_dapt(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("dapt", help="LoRA masked-LM domain-adaptive pre-training (Ray Train)")
+    parser.add_argument("--config", help="YAML with DaptConfig fields; flags override it")
+    parser.add_argument("--corpus", help="Parquet passages (file, directory or s3://)")
+    parser.add_argument("--heldout", help="held-out passages (default: from `corpus`)")
+    parser.add_argument("--backbone", help="minilm, a Hugging Face id, or a local directory")
+    parser.add_argument("--output", help="run directory (merged backbone in OUTPUT/backbone)")
+    parser.add_argument("--text-column")
+    parser.add_argument("--lora-rank", type=int)
+    parser.add_argument("--lora-alpha", type=int)
+    parser.add_argument("--lora-dropout", type=float)
+    parser.add_argument("--lora-targets", help="comma-separated module names, or all-linear")
+    parser.add_argument("--lr", dest="learning_rate", type=float)
+    parser.add_argument("--batch-size", type=int, help="global sequences per micro-step")
+    parser.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps")
+    parser.add_argument("--warmup-steps", type=int, help="capped at 10%% of --max-steps")
+    parser.add_argument("--seq-len", type=int, help="wordpieces per sequence (256)")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    parser.add_argument("--eval-passages", type=int, help="held-out passages for perplexity")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--cpus-per-worker", type=float)
+    parser.add_argument("--gpus-per-worker", type=float)
+    parser.add_argument("--threads-per-worker", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true", default=None)
+    _add_address(parser)
+    parser.set_defaults(handler=_run_dapt)
+
+
+def _run_dapt(args: argparse.Namespace) -> int:
+    from openmed_ray.config import DaptConfig, load_with_overrides
+    from openmed_ray.train.dapt import dapt
+
+    lora = {
+        "rank": args.lora_rank,
+        "alpha": args.lora_alpha,
+        "dropout": args.lora_dropout,
+        "targets": args.lora_targets.split(",") if args.lora_targets else None,
+    }
+    config = load_with_overrides(DaptConfig, args.config, vars(args), nested={"lora": lora})
+    ensure_ray(args.address)
+    summary = dapt(config).summary
+    print(
+        f"DAPT: {summary['steps']} steps, {summary['tokens_seen']} tokens "
+        f"({summary['tokens_per_second']:.0f} tokens/s); held-out perplexity "
+        f"{summary['perplexity_before']} -> {summary['perplexity_after']}"
+    )
+    print(f"adapter: {summary['adapter']}")
+    print(f"fine-tune from it with: --backbone {summary['merged_backbone']}")
+    return 0
+
+
+# ---------------------------------------------------------------- render
+def _add_render(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("render", help="a self-contained HTML review page of annotations")
+    parser.add_argument("--entities", required=True, help="an `annotate` output directory")
+    parser.add_argument("--documents", required=True, help="the input corpus it annotated")
+    parser.add_argument("--html", required=True, help="the page to write")
+    parser.add_argument("--sample", type=int, default=50, help="documents shown (default 50)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--id-column", default="doc_id")
+    parser.add_argument("--text-column", default="text")
+    parser.set_defaults(handler=_run_render)
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from openmed_ray.annotate.review import render_review
+
+    shown = render_review(
+        args.entities,
+        args.documents,
+        args.html,
+        sample=args.sample,
+        seed=args.seed,
+        id_column=args.id_column,
+        text_column=args.text_column,
+    )
+    counts = ", ".join(f"{k} {v['sample']}" for k, v in sorted(shown["labels"].items()))
+    print(
+        f"{args.html}: {shown['documents']} documents, {shown['entities_shown']} entities ({counts})"
+    )
+    return 0
+
+
 VERBS = (
     _add_datasets,
     _add_export,
@@ -331,8 +534,12 @@ VERBS = (
     _add_evaluate,
     _add_adapters,
     _add_annotate,
+    _add_render,
     _add_tune,
     _add_select,
+    _add_kg,
+    _add_corpus,
+    _add_dapt,
 )
 
 

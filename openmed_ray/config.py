@@ -319,6 +319,7 @@ def load_with_overrides(
 
 
 PRECISIONS = ("fp32", "bf16", "int8")  # inference: float32, bfloat16, dynamic int8
+RUNTIMES = ("torch", "onnx")  # onnx: ONNX Runtime (fp32 or int8), the `onnx` extra
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,6 +342,7 @@ class AnnotateConfig(Config):
     threshold: float = 0.0
     aggregation: str = "first"  # first | average | max | simple
     precision: str = "fp32"  # fp32 | bf16 | int8 (dynamic, per channel)
+    runtime: str = "torch"  # torch | onnx (ONNX Runtime; fp32 or int8)
     resume: bool = False
 
     def validate(self) -> None:
@@ -367,6 +369,12 @@ class AnnotateConfig(Config):
             "first, average, max or simple",
         )
         require(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}")
+        require(self.runtime in RUNTIMES, "runtime", f"one of {RUNTIMES}")
+        require(
+            not (self.runtime == "onnx" and self.precision == "bf16"),
+            "precision",
+            "the onnx runtime runs fp32 or int8",
+        )
         require(all(a and a.strip() == a for a in self.adapters), "adapters", "empty adapter name")
 
 
@@ -379,3 +387,190 @@ def parse_actor_range(text: str) -> tuple[int, int | None]:
         return int(text), int(text)
     except ValueError:
         raise ConfigError(f"--actors: expected MIN:MAX or N, got {text!r}") from None
+
+
+# ---------------------------------------------------------------- domain-adaptive pre-training
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig(Config):
+    """Raw JSONL(.gz) corpora to Parquet passages for DAPT (train and held-out files)."""
+
+    source: str = ""  # a JSONL(.gz) file or a directory of them
+    output: str = ""  # training passages; held-out passages go to <stem>.heldout.parquet
+    heldout: str | None = None  # None: <output stem>.heldout.parquet
+    backbone: str = "minilm"  # whose tokenizer counts wordpieces
+    license_filter: tuple[str, ...] = ()  # e.g. ("cc0", "cc-by"); empty: keep every licence
+    max_docs: int | None = None  # documents kept at most (after the filters), in input order
+    min_wordpieces: int = 50  # per passage, special tokens included
+    max_wordpieces: int = 256
+    heldout_fraction: float = 0.02  # share of documents (by a hash of their id)
+    exclude_benchmark_pmids: bool = True  # drop documents in a benchmark's dev or test set
+    data_root: str | None = None  # where normalization/ (PubTator) and bioner/ live
+    seed: int = 42  # order of the passages in the written files
+
+    def validate(self) -> None:
+        require(bool(self.source), "source", "is required (a JSONL(.gz) file or directory)")
+        require(bool(self.output), "output", "is required (a .parquet path)")
+        require(self.max_docs is None or self.max_docs > 0, "max_docs", "must be > 0")
+        require(self.min_wordpieces > 2, "min_wordpieces", "must exceed the 2 special tokens")
+        require(
+            self.max_wordpieces >= self.min_wordpieces,
+            "max_wordpieces",
+            f"must be >= min_wordpieces ({self.min_wordpieces})",
+        )
+        require(0.0 <= self.heldout_fraction < 1.0, "heldout_fraction", "must be in [0, 1)")
+        require(all(self.license_filter), "license_filter", "empty licence name")
+
+
+@dataclasses.dataclass(frozen=True)
+class DaptConfig(Config):
+    """LoRA masked-LM domain-adaptive pre-training on Ray Train (Ray Data shards the corpus)."""
+
+    corpus: str = ""  # Parquet passages (file, directory or s3://)
+    heldout: str | None = None  # None: <corpus stem>.heldout.parquet when it exists
+    backbone: str = "minilm"
+    output: str = "runs/dapt"  # adapter/, backbone/ (merged), dapt.json, ray/
+    text_column: str = "text"
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    batch_size: int = 32  # global sequences per micro-step, split across workers
+    grad_accum: int = 1  # micro-steps per optimizer step
+    max_steps: int = 1000  # optimizer steps
+    warmup_steps: int = 500  # capped at 10% of max_steps, then cosine decay
+    seq_len: int = 256  # wordpieces per sequence, special tokens included
+    mlm_probability: float = 0.15
+    checkpoint_every: int = 100  # steps between checkpoints (the last step always has one)
+    eval_passages: int = 512  # held-out passages for perplexity (0: skip it)
+    eval_batch_size: int = 16
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    threads_per_worker: int | None = None  # None: all cores / workers
+    seed: int = 42
+    resume: bool = False
+
+    def validate(self) -> None:
+        require(bool(self.corpus), "corpus", "is required (Parquet passages from `corpus`)")
+        require(bool(self.text_column), "text_column", "must not be empty")
+        require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(self.workers > 0, "workers", "must be > 0")
+        require(
+            self.batch_size > 0 and self.batch_size % self.workers == 0,
+            "batch_size",
+            f"must be a positive multiple of the {self.workers} worker(s)",
+        )
+        require(self.grad_accum > 0, "grad_accum", "must be > 0")
+        require(self.max_steps > 0, "max_steps", "must be > 0")
+        require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        require(self.seq_len > 8, "seq_len", "must be > 8")
+        require(0.0 < self.mlm_probability < 1.0, "mlm_probability", "must be in (0, 1)")
+        require(self.checkpoint_every > 0, "checkpoint_every", "must be > 0")
+        require(self.eval_passages >= 0, "eval_passages", "must be >= 0")
+        require(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
+        require(self.gpus_per_worker >= 0, "gpus_per_worker", "must be >= 0")
+        require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+
+    @property
+    def effective_warmup_steps(self) -> int:
+        """The paper's 500 warm-up steps, scaled down for short runs (at most 10% of them)."""
+        return min(self.warmup_steps, self.max_steps // 10)
+
+
+# ---------------------------------------------------------------- knowledge graph
+KG_LEVELS = ("sentence", "document")
+LINK_TIERS = ("exact", "case", "punct", "abbreviation", "tfidf")
+# Engine and corpus labels -> ontology types; a label not listed is its own type.
+DEFAULT_LABEL_TYPES = {
+    "Chemical": "Chemical",
+    "Disease": "Disease",
+    "SpecificDisease": "Disease",
+    "DiseaseClass": "Disease",
+    "Modifier": "Disease",
+    "CompositeMention": "Disease",
+    "GENE": "Gene",
+    "Gene": "Gene",
+    "protein": "Gene",
+    "DNA": "Gene",
+    "RNA": "Gene",
+    "Species": "Species",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkerConfig(Config):
+    """Dictionary + abbreviation + character 3-gram TF-IDF linking to ontology IDs."""
+
+    builtin: bool = True  # BC5CDR + NCBI-disease train/dev strings from the data root
+    data_root: str | None = None
+    dictionaries: tuple[str, ...] = ()  # user TSVs: string<TAB>id<TAB>type
+    threshold: float = 0.7  # TF-IDF cosine similarity needed to link
+    ngram: int = 3
+    tiers: tuple[str, ...] = LINK_TIERS
+    label_types: dict[str, str] = dataclasses.field(default_factory=dict)  # on top of defaults
+
+    def validate(self) -> None:
+        require(0.0 < self.threshold <= 1.0, "linker.threshold", "must be in (0, 1]")
+        require(self.ngram >= 2, "linker.ngram", "must be >= 2")
+        unknown = sorted(set(self.tiers) - set(LINK_TIERS))
+        require(not unknown, "linker.tiers", f"unknown {unknown}; choose from {LINK_TIERS}")
+        require(
+            all(isinstance(v, str) and v for v in self.label_types.values()),
+            "linker.label_types",
+            "every label needs a non-empty type name",
+        )
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """Label -> ontology type: the defaults with this config's entries on top."""
+        return {**DEFAULT_LABEL_TYPES, **self.label_types}
+
+
+@dataclasses.dataclass(frozen=True)
+class KGConfig(Config):
+    """Knowledge-graph extraction: link entities, count co-occurrences, merge incrementally."""
+
+    entities: str = ""  # annotate output(s): partitions are its children (see openmed_ray/kg)
+    documents: str = ""  # Parquet corpus with the texts (local or s3://)
+    graph: str = ""  # local directory holding the versioned graph states
+    id_column: str = "doc_id"
+    text_column: str = "text"
+    levels: tuple[str, ...] = KG_LEVELS
+    type_pairs: tuple[str, ...] = ()  # e.g. ("Chemical-Disease",); empty: any two types
+    min_score: float = 0.0  # entities scored lower are ignored
+    min_count: int = 1  # exports keep edges with at least this pair_count
+    examples: int = 3  # example doc_ids per edge (the smallest ids, so merges stay exact)
+    replace: tuple[str, ...] = ()  # merged partitions to substitute with their new content
+    rebuild: bool = False  # re-derive every merged partition (after a settings change)
+    linker: LinkerConfig = dataclasses.field(default_factory=LinkerConfig)
+    docs_per_batch: int = 256
+    actors: int = 1
+    cpus_per_actor: float = 0.5
+    keep_states: int = 2  # graph versions kept on disk (the current one included)
+
+    def validate(self) -> None:
+        for name in ("entities", "documents", "graph"):
+            require(bool(getattr(self, name)), name, "is required")
+        require(self.id_column != self.text_column, "id_column", "must differ from text_column")
+        require(bool(self.levels), "levels", f"needs at least one of {KG_LEVELS}")
+        bad = [level for level in self.levels if level not in KG_LEVELS]
+        require(not bad, "levels", f"unknown {bad}; choose from {KG_LEVELS}")
+        for pair in self.type_pairs:
+            parts = pair.split("-")
+            require(
+                len(parts) == 2 and all(parts), "type_pairs", f"expected TYPE-TYPE, got {pair!r}"
+            )
+        require(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")
+        require(self.min_count >= 1, "min_count", "must be >= 1")
+        require(self.examples >= 0, "examples", "must be >= 0")
+        require(self.docs_per_batch > 0, "docs_per_batch", "must be > 0")
+        require(self.actors >= 1, "actors", "must be >= 1")
+        require(self.cpus_per_actor > 0, "cpus_per_actor", "must be > 0")
+        require(self.keep_states >= 2, "keep_states", "must be >= 2 (the current and previous)")
+
+    @property
+    def allowed_type_pairs(self) -> frozenset[tuple[str, str]] | None:
+        """Sorted (type, type) pairs an edge may join; None: any two different types."""
+        if not self.type_pairs:
+            return None
+        return frozenset(tuple(sorted(pair.split("-"))) for pair in self.type_pairs)

@@ -96,14 +96,20 @@ def tiny_data_root(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray runtime for the whole session (starting Ray costs seconds)."""
+def start_local_ray() -> None:
     import ray
 
     if not ray.is_initialized():
         # "local": always a fresh instance, never a cluster some `ray start` left behind.
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray runtime for the whole session (starting Ray costs seconds)."""
+    import ray
+
+    start_local_ray()
     yield ray
     ray.shutdown()
 

@@ -10,8 +10,10 @@ from openmed_ray.annotate.annotator import Annotator, DocumentResult, Entity
 
 
 @lru_cache(maxsize=4)
-def _cached_annotator(adapters: tuple[str, ...], aggregation: str, precision: str) -> Annotator:
-    return Annotator(adapters, aggregation=aggregation, precision=precision)
+def _cached_annotator(
+    adapters: tuple[str, ...], aggregation: str, precision: str, runtime: str
+) -> Annotator:
+    return Annotator(adapters, aggregation=aggregation, precision=precision, runtime=runtime)
 
 
 def annotate_texts(
@@ -21,6 +23,7 @@ def annotate_texts(
     aggregation: str = "first",
     threshold: float = 0.0,
     precision: str = "fp32",
+    runtime: str = "torch",
 ) -> list[list[dict[str, Any]]]:
     """Annotate texts in-process; one list of entity dicts per text.
 
@@ -34,7 +37,7 @@ def annotate_texts(
     if isinstance(adapters, str):
         adapters = adapters.split(",")
     chosen = tuple(adapters or DEFAULT_ADAPTERS)
-    annotator = _cached_annotator(chosen, aggregation, precision)
+    annotator = _cached_annotator(chosen, aggregation, precision, runtime)
     results = annotator.annotate(list(texts))
     output = []
     for index, result in enumerate(results):

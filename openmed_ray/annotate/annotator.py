@@ -1,10 +1,8 @@
 """The in-process annotator: raw documents in, entities with character offsets out.
 
-Documents are split into sentences and NERsuite-style words (the benchmarks' tokenization),
-every sentence of a batch is tokenized in one call, windows from all documents are sorted by
-length and run through each adapter in padded batches, and word-level predictions are decoded
-into BIO spans and mapped back to document character offsets. `text[start:end]` equals the
-entity text by construction: spans start and end on word boundaries of the original text.
+It checks each text, hands the good ones to every backend (transformer adapters, spaCy
+pipelines; see `backends/`), and gathers their entities per document. Bad texts become error
+results in place, so every input document has exactly one result.
 """
 
 from __future__ import annotations
@@ -14,26 +12,13 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from openmed_ray.models.adapters import Predictor, load_predictor
-from openmed_ray.models.inference import AGGREGATIONS, sentence_log_probs
-from openmed_ray.text.decoding import BioDecoder
-from openmed_ray.text.spans import bio_to_spans
-from openmed_ray.text.tokenize import sentence_spans, word_spans
-from openmed_ray.text.windows import WindowSpec, encode_batch
+from openmed_ray.annotate.backends.base import Backend, Entity
+from openmed_ray.annotate.backends.transformers import TransformersBackend
+from openmed_ray.models.spacy_pipelines import is_spacy_spec
 
-
-@dataclass
-class Entity:
-    start: int
-    end: int
-    text: str
-    label: str
-    score: float
-    adapter: str
-    adapter_version: str
+__all__ = ["Annotator", "DocumentResult", "Entity", "check_text"]
 
 
 @dataclass
@@ -61,13 +46,6 @@ def check_text(value: object) -> tuple[str | None, str | None]:
     return value, None
 
 
-@dataclass
-class _Sentence:
-    document: int
-    offsets: list[tuple[int, int]]  # word character offsets in the document
-    words: list[str]
-
-
 @contextmanager
 def _gc_paused():
     enabled = gc.isenabled()
@@ -80,7 +58,11 @@ def _gc_paused():
 
 
 class Annotator:
-    """Loads the backbone and every requested adapter once; annotates batches of texts."""
+    """Loads every requested adapter once (one backend per kind); annotates batches of texts.
+
+    Adapters are catalog names, bundle paths or HF model directories (one transformers
+    backend for all of them, sharing tokenization) and `spacy:PACKAGE_OR_PATH` pipelines.
+    """
 
     def __init__(
         self,
@@ -90,94 +72,56 @@ class Annotator:
         aggregation: str = "first",
         threshold: float = 0.0,
         precision: str = "fp32",
+        runtime: str = "torch",
         threads: int | None = None,
         device: str = "cpu",
     ) -> None:
         if not adapters:
             raise ValueError("at least one adapter is required")
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         if threads:
             torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS from num_cpus; be explicit
-        self.batch_size = batch_size
-        self.aggregation = aggregation
-        self.threshold = threshold
-        self.device = torch.device(device)
-        # Merging LoRA into the encoder removes adapter overhead; each adapter keeps its own
-        # merged copy so several can run in one pass over the data.
-        self.predictors: list[Predictor] = [
-            load_predictor(spec, merge=True, precision=precision) for spec in adapters
-        ]
-        for predictor in self.predictors:
-            predictor.model.to(self.device)
-        self.decoders = [BioDecoder(p.labels, p.decoding) for p in self.predictors]
+        transformer_specs = [a for a in adapters if not is_spacy_spec(a)]
+        self.backends: list[Backend] = []
+        if transformer_specs:
+            self.backends.append(
+                TransformersBackend(
+                    transformer_specs,
+                    batch_size=batch_size,
+                    aggregation=aggregation,
+                    threshold=threshold,
+                    precision=precision,
+                    runtime=runtime,
+                    threads=threads,
+                    device=device,
+                )
+            )
+        if len(transformer_specs) < len(adapters):
+            from openmed_ray.annotate.backends.spacy import SpacyBackend
+
+            self.backends += [
+                SpacyBackend(spec, batch_size=batch_size)
+                for spec in adapters
+                if is_spacy_spec(spec)
+            ]
 
     def annotate(self, texts: Sequence[object]) -> list[DocumentResult]:
         """One result per input text, in order; a bad text becomes an error result."""
         # A batch allocates many small objects that all live until it ends; the cyclic GC
         # would rescan them repeatedly (measured: about 4% of a batch), for nothing to free.
         with _gc_paused():
-            return self._annotate(texts)
-
-    def _annotate(self, texts: Sequence[object]) -> list[DocumentResult]:
-        results: list[DocumentResult] = []
-        sentences: list[_Sentence] = []
-        decoded: dict[int, str] = {}
-        for index, value in enumerate(texts):
-            text, error = check_text(value)
-            if text is None:
-                results.append(DocumentResult("error", error, 0))
-                continue
-            decoded[index] = text
-            results.append(DocumentResult("ok", None, len(text)))
-            for begin, end in sentence_spans(text):
-                offsets = [(begin + s, begin + e) for s, e in word_spans(text[begin:end])]
-                if offsets:
-                    words = [text[s:e] for s, e in offsets]
-                    sentences.append(_Sentence(index, offsets, words))
-        if not sentences:
+            results: list[DocumentResult] = []
+            good: list[int] = []
+            clean: list[str] = []
+            for value in texts:
+                text, error = check_text(value)
+                if text is None:
+                    results.append(DocumentResult("error", error, 0))
+                else:
+                    good.append(len(results))
+                    clean.append(text)
+                    results.append(DocumentResult("ok", None, len(text)))
+            for backend in self.backends:
+                for index, output in zip(good, backend.annotate(clean), strict=True):
+                    results[index].entities.extend(output.entities)
+                    results[index].n_wordpieces += output.n_wordpieces
             return results
-        for group in self._tokenizer_groups():
-            first = self.predictors[group[0]]
-            spec = WindowSpec(first.max_length, first.overlap)
-            windows = encode_batch(first.tokenizer, [s.words for s in sentences], None, spec)
-            if group[0] == 0:
-                for sentence, sentence_windows in zip(sentences, windows, strict=True):
-                    results[sentence.document].n_wordpieces += sum(
-                        len(w.input_ids) for w in sentence_windows
-                    )
-            for index in group:
-                self._apply(index, sentences, windows, results, decoded)
-        return results
-
-    def _tokenizer_groups(self) -> list[list[int]]:
-        groups: dict[str, list[int]] = {}
-        for index, predictor in enumerate(self.predictors):
-            groups.setdefault(predictor.tokenizer_key, []).append(index)
-        return list(groups.values())
-
-    def _apply(self, index, sentences, windows, results, texts_by_index) -> None:
-        predictor, decoder = self.predictors[index], self.decoders[index]
-        log_probs = sentence_log_probs(
-            predictor.model,
-            windows,
-            [len(s.words) for s in sentences],
-            pad_id=predictor.tokenizer.pad_token_id or 0,
-            batch_size=self.batch_size,
-            device=self.device,
-            aggregation=self.aggregation,
-        )
-        for sentence, scores in zip(sentences, log_probs, strict=True):
-            tags = decoder.decode(scores)
-            labels = [predictor.labels[t] for t in tags]
-            text = texts_by_index[sentence.document]
-            for first, last, label in bio_to_spans(labels):
-                score = float(np.exp(scores[np.arange(first, last), tags[first:last]]).mean())
-                if score < self.threshold:
-                    continue
-                start, end = sentence.offsets[first][0], sentence.offsets[last - 1][1]
-                results[sentence.document].entities.append(
-                    Entity(
-                        start, end, text[start:end], label, score, predictor.name, predictor.version
-                    )
-                )

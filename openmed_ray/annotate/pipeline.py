@@ -36,7 +36,7 @@ from openmed_ray.io.annotations import (
     write_part,
 )
 from openmed_ray.io.corpus import inspect_corpus
-from openmed_ray.io.filesystem import join, resolve, write_bytes_atomic
+from openmed_ray.io.filesystem import join, ray_remote_env, resolve, write_bytes_atomic
 from openmed_ray.models.adapters import identify_adapter
 from openmed_ray.models.catalog import DEFAULT_ADAPTERS
 from openmed_ray.runtime import ensure_ray
@@ -89,20 +89,6 @@ def plan_actors(config: AnnotateConfig, cluster: dict[str, float], node_cpus: fl
     return ActorPlan(config.min_actors, max_actors, threads)
 
 
-def _remote_env(*uris: str) -> dict[str, Any]:
-    """AWS settings of this process, handed to Ray tasks and actors that touch s3:// data.
-
-    Workers of an already running cluster do not inherit the driver's environment, so an
-    endpoint or credentials set for the driver (AWS_ENDPOINT_URL, keys, region) go along.
-    """
-    import os
-
-    if not any(uri.startswith("s3://") for uri in uris):
-        return {}
-    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    return {"runtime_env": {"env_vars": env}} if env else {}
-
-
 def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
     """Annotate every document of the input; returns (and writes) the summary."""
     import ray
@@ -111,7 +97,9 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
     from openmed_ray.annotate.stage import AnnotateActor, AnnotationSink
 
     adapters = list(config.adapters or DEFAULT_ADAPTERS)
-    identities = [identify_adapter(adapter, config.precision) for adapter in adapters]
+    identities = [
+        identify_adapter(adapter, config.precision, config.runtime) for adapter in adapters
+    ]
     corpus = inspect_corpus(config.input, config.id_column, config.text_column)
     out = config.output.rstrip("/")
     existing = list_parts(out, DOCUMENTS)
@@ -149,7 +137,7 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     fs, _ = resolve(config.input)
-    remote_args = _remote_env(config.input, out)
+    remote_args = ray_remote_env(config.input, out)
     sink = AnnotationSink(out, run_id, config.rows_per_file)
     unique_ids = corpus.n_rows - sum(count - 1 for count in duplicates.values())
     remaining = unique_ids - len(duplicates) - len(done)
@@ -174,6 +162,7 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
                 "aggregation": config.aggregation,
                 "threshold": config.threshold,
                 "precision": config.precision,
+                "runtime": config.runtime,
                 "threads": plan.threads,
                 "device": "cuda" if config.gpus_per_actor > 0 else "cpu",
             },

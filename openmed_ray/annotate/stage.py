@@ -29,6 +29,7 @@ class AnnotateActor:
         aggregation: str,
         threshold: float,
         precision: str,
+        runtime: str,
         threads: int,
         device: str,
     ) -> None:
@@ -40,6 +41,7 @@ class AnnotateActor:
             aggregation=aggregation,
             threshold=threshold,
             precision=precision,
+            runtime=runtime,
             threads=threads,
             device=device,
         )

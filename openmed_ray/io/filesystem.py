@@ -42,6 +42,17 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(region=region)
 
 
+def ray_remote_env(*uris: str) -> dict:
+    """Ray remote args carrying this process's AWS settings to tasks and actors that touch
+    s3:// data: workers of an already running cluster do not inherit the driver's
+    environment, so an endpoint or credentials set for the driver (AWS_ENDPOINT_URL, keys,
+    region) must go along. Empty when no URI is on S3."""
+    if not any(str(uri).startswith("s3://") for uri in uris):
+        return {}
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def join(base: str, *parts: str) -> str:
     """Join URI or path parts with '/' (works for s3:// and local paths alike)."""
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])

@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
-from openmed_ray.config import PRECISIONS
+from openmed_ray.config import PRECISIONS, RUNTIMES
 from openmed_ray.errors import OpenMedError
 from openmed_ray.models.backbones import load_tokenizer, max_positions
 from openmed_ray.models.bundle import bundle_version, is_bundle, load_bundle, read_card
 from openmed_ray.models.catalog import UnknownAdapterError, catalog_entries, resolve_adapter
+from openmed_ray.models.spacy_pipelines import describe_pipeline, is_spacy_spec
 
 
 @dataclass
@@ -77,9 +78,10 @@ class AdapterIdentity:
     """What an adapter spec names, found without loading any weights."""
 
     name: str
-    version: str
+    version: str  # the weights' content hash, plus the runtime and precision if not torch FP32
     path: Path
-    kind: str  # "bundle" or "transformers"
+    kind: str  # "bundle", "transformers" or "spacy"
+    weights_version: str  # the content hash alone
 
 
 def _hash_weights(path: Path) -> str:
@@ -89,17 +91,30 @@ def _hash_weights(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def identify_adapter(spec: str, precision: str = "fp32") -> AdapterIdentity:
-    """Resolve a catalog name, bundle path or HF model directory; fail clearly otherwise."""
+def check_inference(precision: str, runtime: str) -> None:
     if precision not in PRECISIONS:
         raise OpenMedError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    suffix = "" if precision == "fp32" else f"-{precision}"
+    if runtime not in RUNTIMES:
+        raise OpenMedError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "onnx" and precision == "bf16":
+        raise OpenMedError("the onnx runtime runs fp32 or int8; use bf16 with --runtime torch")
+
+
+def identify_adapter(spec: str, precision: str = "fp32", runtime: str = "torch") -> AdapterIdentity:
+    """Resolve a catalog name, bundle path or HF model directory; fail clearly otherwise.
+
+    The version carries the precision and runtime when they are not the reference (torch
+    FP32), so outputs of numerically different runs are never mixed up."""
+    check_inference(precision, runtime)
+    if is_spacy_spec(spec):
+        name, version, location = describe_pipeline(spec)
+        return AdapterIdentity(name, version, location, "spacy", version)
+    suffix = "".join(f"-{part}" for part in (runtime, precision) if part not in ("torch", "fp32"))
     entries = catalog_entries()
     path = Path(spec).expanduser()
     if spec not in entries and not is_bundle(path) and _is_hf_token_classifier(path):
-        return AdapterIdentity(
-            path.name, _hash_weights(path) + suffix, path.resolve(), "transformers"
-        )
+        weights = _hash_weights(path)
+        return AdapterIdentity(path.name, weights + suffix, path.resolve(), "transformers", weights)
     try:
         directory = resolve_adapter(spec)
     except UnknownAdapterError:
@@ -109,12 +124,24 @@ def identify_adapter(spec: str, precision: str = "fp32") -> AdapterIdentity:
             "a Hugging Face token-classification model directory"
         ) from None
     name = spec if spec in entries else (read_card(directory).get("name") or directory.name)
-    return AdapterIdentity(name, bundle_version(directory) + suffix, directory, "bundle")
+    weights = bundle_version(directory)
+    return AdapterIdentity(name, weights + suffix, directory, "bundle", weights)
 
 
-def load_predictor(spec: str, *, merge: bool = True, precision: str = "fp32") -> Predictor:
+def load_predictor(
+    spec: str,
+    *,
+    merge: bool = True,
+    precision: str = "fp32",
+    runtime: str = "torch",
+    threads: int | None = None,
+) -> Predictor:
     """A ready-to-run predictor for a catalog name, bundle path or HF model directory."""
-    identity = identify_adapter(spec, precision)
+    identity = identify_adapter(spec, precision, runtime)
+    if identity.kind == "spacy":
+        raise OpenMedError(
+            f"{spec} is a spaCy pipeline: it runs in the annotation engine, not as a predictor"
+        )
     if identity.kind == "transformers":
         from transformers import AutoModelForTokenClassification
 
@@ -144,7 +171,17 @@ def load_predictor(spec: str, *, merge: bool = True, precision: str = "fp32") ->
             overlap=hyper.get("overlap", 50),
             decoding=bundle.card.get("decoding", "viterbi"),
         )
-    if precision == "int8":
+    if runtime == "onnx":
+        from openmed_ray.models.onnx import onnx_classifier
+
+        predictor.model = onnx_classifier(
+            predictor.model.eval(),
+            identity.weights_version,
+            precision,
+            vocab_size=len(predictor.tokenizer),
+            threads=threads or torch.get_num_threads(),
+        )
+    elif precision == "int8":
         predictor.model = quantize_int8(predictor.model)
     elif precision == "bf16":
         # Weights and activations in bfloat16: AMX/AVX-512-BF16 matmuls on recent x86 CPUs.

@@ -159,3 +159,30 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
             start = m.end()
         _append_trimmed(text, start, line_end, spans)
     return spans
+
+
+def chunk_spans(text: str, max_chars: int) -> list[tuple[int, int]]:
+    """Consecutive sentences grouped into chunks of at most `max_chars` characters.
+
+    For pipelines with a document length limit (spaCy's `nlp.max_length`) or memory that
+    grows with length. Chunks cover every sentence, never split one unless it alone exceeds
+    `max_chars` (then it is cut at the last whitespace before the limit, or at the limit).
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+    chunks: list[tuple[int, int]] = []
+    for start, end in sentence_spans(text):
+        while end - start > max_chars:  # one over-long sentence: cut it
+            cut = text.rfind(" ", start + 1, start + max_chars + 1)
+            cut = cut if cut > start else start + max_chars
+            chunks.append((start, cut))
+            start = cut
+            while start < end and text[start].isspace():
+                start += 1
+        if start >= end:
+            continue
+        if chunks and end - chunks[-1][0] <= max_chars:
+            chunks[-1] = (chunks[-1][0], end)
+        else:
+            chunks.append((start, end))
+    return chunks

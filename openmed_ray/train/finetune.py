@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from openmed_ray.config import FinetuneConfig
-from openmed_ray.errors import OpenMedError
 from openmed_ray.io.filesystem import write_bytes_atomic
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.bundle import save_bundle
 from openmed_ray.models.classifier import count_parameters
-from openmed_ray.runtime import ensure_ray, require_resources
+from openmed_ray.runtime import ensure_ray
 from openmed_ray.text.windows import WindowSpec
+from openmed_ray.train.common import (
+    check_worker_resources,
+    fit_torch_trainer,
+    library_versions,
+    run_storage,
+)
 from openmed_ray.train.data import check_splits
 from openmed_ray.train.evaluate import compare_decodings
 from openmed_ray.train.loop import (
@@ -62,70 +67,24 @@ def preflight(config: FinetuneConfig) -> list[str]:
     return labels
 
 
-def check_resources(config: FinetuneConfig) -> None:
-    require_resources(
-        config.workers,
-        config.cpus_per_worker,
-        config.gpus_per_worker,
-        "worker",
-        "lower --workers, --cpus-per-worker or --gpus-per-worker (CPU training needs no GPU)",
-    )
-
-
-def _versions() -> dict[str, str]:
-    import peft
-    import ray
-    import torch
-    import transformers
-
-    import openmed_ray
-
-    return {
-        "openmed_ray": openmed_ray.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "ray": ray.__version__,
-    }
-
-
 def finetune(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
     """Train with Ray Train, keep the best dev epoch, evaluate dev and test once, write a bundle."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     labels = preflight(config)
     output = Path(config.output).expanduser().resolve()
-    storage = output / "ray"
-    if (storage / RUN_NAME).exists() and not config.resume:
-        raise OpenMedError(
-            f"{output} already holds a training run; pass --resume to continue it, or choose "
-            "another --output"
-        )
+    storage = run_storage(output, RUN_NAME, config.resume)
     ensure_ray()
-    check_resources(config)
-    use_gpu = config.gpus_per_worker > 0
-    resources = {"CPU": config.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = config.gpus_per_worker
-    trainer = TorchTrainer(
-        ray_train_loop_per_worker,
-        train_loop_config=config.to_dict(),
-        scaling_config=ScalingConfig(
-            num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(
-            name=RUN_NAME,
-            storage_path=str(storage),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
-    )
+    check_worker_resources(config.workers, config.cpus_per_worker, config.gpus_per_worker)
     started = time.perf_counter()
-    result = trainer.fit()
+    result = fit_torch_trainer(
+        ray_train_loop_per_worker,
+        config.to_dict(),
+        workers=config.workers,
+        cpus_per_worker=config.cpus_per_worker,
+        gpus_per_worker=config.gpus_per_worker,
+        storage=storage,
+        run_name=RUN_NAME,
+    )
     wall_seconds = time.perf_counter() - started
-    if result.checkpoint is None:
-        raise OpenMedError(f"training produced no checkpoint; see the Ray logs under {storage}")
     with result.checkpoint.as_directory() as checkpoint_dir:
         state = json.loads((Path(checkpoint_dir) / STATE_FILE).read_text())
         model = load_best_model(config, checkpoint_dir, labels)
@@ -209,7 +168,7 @@ def write_outputs(
         "total_parameters": total,
         "history": history,
         "data_files": {split: dataset.file_sha256(split) for split in ("train", "devel", "test")},
-        "versions": _versions(),
+        "versions": library_versions(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     bundle_dir = output / "adapter"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from openmed_ray.models.classifier import TokenClassifier, build_classifier, tra
 from openmed_ray.models.inference import sentence_log_probs
 from openmed_ray.text.decoding import BioDecoder
 from openmed_ray.text.windows import EncodedWindow, WindowSpec
+from openmed_ray.train.common import adamw, set_torch_threads, unwrap_ddp, warmup_cosine
 from openmed_ray.train.data import check_splits, encode_sentences, epoch_batches, steps_per_epoch
 from openmed_ray.train.session import Session
 
@@ -71,31 +70,14 @@ def prepare_data(config: FinetuneConfig, tokenizer) -> PreparedData:
 
 def make_optimizer(model: torch.nn.Module, config: FinetuneConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters; biases and LayerNorm weights get no weight decay."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.effective_learning_rate)
+    return adamw(model, config.effective_learning_rate, config.weight_decay)
 
 
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: FinetuneConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over `warmup_ratio` of all steps, then cosine decay to zero."""
-    warmup = int(round(config.warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return warmup_cosine(optimizer, int(round(config.warmup_ratio * total_steps)), total_steps)
 
 
 def make_loss(config: FinetuneConfig) -> torch.nn.CrossEntropyLoss:
@@ -123,19 +105,9 @@ def predict_tags(
     return [decoder.decode_tags(lp) for lp in log_probs]
 
 
-def _unwrap(model: torch.nn.Module) -> TokenClassifier:
-    return model.module if hasattr(model, "module") else model  # DDP wraps in .module
-
-
-def _set_threads(config: FinetuneConfig) -> None:
-    threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // config.workers)
-    # Ray sets OMP_NUM_THREADS from num_cpus; set torch's pool explicitly.
-    torch.set_num_threads(threads)
-
-
 def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any]:
     """Train until early stopping or `epochs`; returns the final state dict (metrics)."""
-    _set_threads(config)
+    set_torch_threads(config.threads_per_worker, config.workers)
     torch.manual_seed(config.seed)
     device = session.device()
     use_cuda = device.type == "cuda"
@@ -180,7 +152,7 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
         optimizer.load_state_dict(optimizer_state["optimizer"])
         scheduler.load_state_dict(optimizer_state["scheduler"])
     else:
-        best_weights = trainable_state(_unwrap(model))
+        best_weights = trainable_state(unwrap_ddp(model))
     loss_fn = make_loss(config)
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda)
     decoder = BioDecoder(data.labels, config.decoding)
@@ -227,7 +199,7 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
         # Dev evaluation: each rank predicts every world_size-th sentence; rank order restores it.
         mine = list(range(session.rank, len(data.dev), session.world_size))
         predicted = predict_tags(
-            _unwrap(model),
+            unwrap_ddp(model),
             [data.dev[i] for i in mine],
             [data.dev_windows[i] for i in mine],
             decoder,
@@ -247,7 +219,7 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
         improved = report.f1 > state["best_dev_f1"]
         if improved:
             state.update(best_dev_f1=report.f1, best_epoch=epoch + 1, epochs_without_gain=0)
-            best_weights = trainable_state(_unwrap(model))
+            best_weights = trainable_state(unwrap_ddp(model))
         else:
             state["epochs_without_gain"] += 1
         state["stopped_early"] = state["epochs_without_gain"] >= config.patience
@@ -272,7 +244,7 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
             "capped": state["capped"],
         }
         state["history"].append(metrics)
-        latest = trainable_state(_unwrap(model))
+        latest = trainable_state(unwrap_ddp(model))
         snapshot = json.loads(json.dumps(state))
         optimizer_snapshot = {
             "optimizer": optimizer.state_dict(),

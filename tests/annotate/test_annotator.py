@@ -72,8 +72,8 @@ def test_offsets_always_index_the_original_text(annotator, parts):
 def test_long_document_windows_produce_no_duplicates(tiny_bundle):
     # One 3,000-word "sentence": windows of 64 pieces overlapping by 16.
     small_windows = Annotator([str(tiny_bundle)], threads=1)
-    small_windows.predictors[0].max_length = 64
-    small_windows.predictors[0].overlap = 16
+    small_windows.backends[0].predictors[0].max_length = 64
+    small_windows.backends[0].predictors[0].overlap = 16
     words = ("aspirin causes gout and the patient had fever " * 400).split()
     text = " ".join(words)
     (result,) = small_windows.annotate([text])
@@ -121,7 +121,7 @@ def test_reduced_precisions_keep_the_entities(tiny_bundle, annotator, precision)
     from tests.annotate.conftest import make_texts
 
     reduced = Annotator([str(tiny_bundle)], threads=1, precision=precision)
-    (predictor,), (full,) = reduced.predictors, annotator.predictors
+    (predictor,), (full,) = reduced.backends[0].predictors, annotator.backends[0].predictors
     assert predictor.version == f"{full.version}-{precision}"  # never mixed up in outputs
     model = predictor.model
     if precision == "bf16":

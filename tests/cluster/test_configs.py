@@ -104,6 +104,9 @@ def test_named_job_entry_points_exist_and_parse_their_arguments():
         "finetune.py": "finetune",
         "hpo_sweep.py": "tune",
         "select_best.py": "select",
+        "kg_extract.py": "kg",
+        "dapt.py": "dapt",
+        "prepare_corpus.py": "corpus",
     }
     for name, command in commands:
         words = shlex.split(command.replace("...", ""))
