@@ -73,11 +73,28 @@ def prepare_corpus(args, work: Path) -> dict:
     return build_corpus(config)
 
 
+# Settings that only decide how fast a run goes; a finished run with the same other settings
+# is reused, so an interrupted benchmark restarts where it stopped.
+SPEED_ONLY = {"threads_per_worker", "cpus_per_worker", "output"}
+
+
+def finished_run(summary_file: Path, config: dict) -> dict | None:
+    """The summary of a finished run with the same settings (speed settings aside), or None."""
+    if not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text())
+    recorded = {k: v for k, v in summary.get("config", {}).items() if k not in SPEED_ONLY}
+    wanted = {k: v for k, v in config.items() if k not in SPEED_ONLY}
+    if recorded != json.loads(json.dumps(wanted)):
+        return None
+    logging.getLogger(__name__).info("reusing the finished run in %s", summary_file.parent)
+    return summary
+
+
 def run_dapt(args, corpus: dict, work: Path) -> dict:
     from openmed_ray.train.dapt import dapt
 
     output = work / "dapt"
-    shutil.rmtree(output, ignore_errors=True)
     config = DaptConfig(
         corpus=corpus["output"],
         backbone="minilm",
@@ -92,6 +109,10 @@ def run_dapt(args, corpus: dict, work: Path) -> dict:
         threads_per_worker=args.threads,
         seed=args.seed,
     )
+    reused = finished_run(output / "dapt.json", config.to_dict())
+    if reused is not None:
+        return reused
+    shutil.rmtree(output, ignore_errors=True)
     return dapt(config).summary
 
 
@@ -103,7 +124,6 @@ def finetune_and_predict(args, dataset: str, backbone: str, output: Path) -> dic
     from openmed_ray.train.evaluate import predict_sentences
     from openmed_ray.train.finetune import finetune
 
-    shutil.rmtree(output, ignore_errors=True)
     config = FinetuneConfig.from_dict(
         {
             "dataset": dataset,
@@ -118,9 +138,12 @@ def finetune_and_predict(args, dataset: str, backbone: str, output: Path) -> dic
             **FINETUNE_RECIPE,
         }
     )
-    result = finetune(config, name=f"{dataset.lower()}-{output.name}")
-    card = result.card
-    bundle = load_bundle(result.bundle)
+    card = finished_run(output / "finetune.json", config.to_dict())
+    if card is None:
+        shutil.rmtree(output, ignore_errors=True)
+        result = finetune(config, name=f"{dataset.lower()}-{output.name}")
+        card = json.loads((result.output / "finetune.json").read_text())
+    bundle = load_bundle(card["bundle"])
     test = require_dataset(dataset).load("test")
     predicted = predict_sentences(bundle.model, bundle.tokenizer, bundle.labels, test)
     report = evaluate([list(s.tags) for s in test], predicted)
