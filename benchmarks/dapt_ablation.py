@@ -85,6 +85,7 @@ def finished_run(summary_file: Path, config: dict) -> dict | None:
     summary = json.loads(summary_file.read_text())
     recorded = {k: v for k, v in summary.get("config", {}).items() if k not in SPEED_ONLY}
     wanted = {k: v for k, v in config.items() if k not in SPEED_ONLY}
+    # Through JSON so tuples compare equal to the lists the summary file holds.
     if recorded != json.loads(json.dumps(wanted)):
         return None
     logging.getLogger(__name__).info("reusing the finished run in %s", summary_file.parent)
