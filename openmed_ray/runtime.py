@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 from openmed_ray.errors import ResourceError
@@ -20,7 +23,49 @@ def ensure_ray(address: str | None = None, **init_options: Any) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, ignore_reinit_error=True, **init_options)
+    if address == "local":
+        start_local_ray(**init_options)
+    else:
+        ray.init(address=address, ignore_reinit_error=True, **init_options)
+
+
+def start_local_ray(**init_options: Any) -> None:
+    """Start a fresh local Ray whose own processes know its address.
+
+    Ray Train's PlacementGroupCleaner (a detached actor) asks "is my controller alive?" through
+    the state API without an address, so it resolves /tmp/ray/ray_current_cluster: the most
+    recently started Ray on the machine. Once a second Ray starts (a test suite, another job),
+    the cleaner asks the wrong cluster, hears "no such actor" and removes the placement group
+    of a healthy run, killing its workers ("owner died"). Starting the GCS on a known port with
+    RAY_ADDRESS in the environment the raylet hands to every worker pins them to this cluster.
+    """
+    import ray
+
+    port = _free_port()
+    gcs_address = f"{ray.util.get_node_ip_address()}:{port}"
+    with _environment(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=gcs_address):
+        ray.init(address="local", ignore_reinit_error=True, **init_options)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set variables for the processes started inside the block, then restore the driver's."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 def require_resources(units: int, cpus_each: float, gpus_each: float, unit: str, hint: str) -> None:

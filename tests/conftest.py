@@ -97,11 +97,10 @@ def tiny_data_root(tmp_path_factory):
 
 
 def start_local_ray() -> None:
-    import ray
+    from openmed_ray.runtime import ensure_ray
 
-    if not ray.is_initialized():
-        # "local": always a fresh instance, never a cluster some `ray start` left behind.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Always a fresh local instance, never a cluster some `ray start` left behind.
+    ensure_ray("local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 @pytest.fixture(scope="session")
