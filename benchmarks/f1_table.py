@@ -24,7 +24,12 @@ sys.path.insert(0, str(HERE.parent))
 
 from openmed_ray.config import FinetuneConfig  # noqa: E402
 from openmed_ray.datasets import all_datasets, dataset_info  # noqa: E402
-from openmed_ray.models.bundle import load_bundle, save_bundle  # noqa: E402
+from openmed_ray.models.bundle import (  # noqa: E402
+    load_bundle,
+    read_card,
+    save_bundle,
+    update_card,
+)
 from openmed_ray.models.catalog import ADAPTER_DATASETS  # noqa: E402
 
 CACHE = HERE / "cache" / "f1_table"
@@ -179,37 +184,46 @@ def ship(rows: list[dict], datasets: set[str]) -> dict[str, dict]:
             continue
         # Among datasets (species), the one scoring better on its own test set.
         chosen = max(options.values(), key=lambda r: r["test_f1"])
-        bundle_dir = run_dir(chosen["dataset"], chosen["config"]) / "adapter"
-        if not bundle_dir.is_dir():
-            raise SystemExit(
-                f"cannot ship {name}: {bundle_dir} is gone (runs are not committed); delete "
-                f"{card_path(chosen['dataset'], chosen['config'])} and rerun to retrain it"
-            )
-        bundle = load_bundle(bundle_dir)
-        card = dict(bundle.card)
-        card.update(
-            name=name,
-            shipped_choice={
-                "rule": "best dev F1; LoRA preferred within 1 pp of full fine-tuning",
-                "candidates": {d: r["config"] for d, r in options.items()},
-                "dev_f1_by_config": {
-                    r["config"]: r["dev_f1"] for r in rows if r["dataset"] == chosen["dataset"]
-                },
+        choice = {
+            "rule": "best dev F1; LoRA preferred within 1 pp of full fine-tuning",
+            "candidates": {d: r["config"] for d, r in options.items()},
+            "dev_f1_by_config": {
+                r["config"]: r["dev_f1"] for r in rows if r["dataset"] == chosen["dataset"]
             },
-        )
-        save_bundle(
-            bundle.model,
-            bundle.labels,
-            card,
-            SHIPPED / name,
-            backbone_spec=card["backbone"],
-            save_dtype="float16",
-        )
+        }
+        run_card = cached_card(chosen["dataset"], chosen["config"])
+        if is_shipped_run(SHIPPED / name, run_card):
+            # The same run is already shipped (its cached run may be gone): record the choice.
+            update_card(SHIPPED / name, shipped_choice=choice)
+        else:
+            bundle_dir = run_dir(chosen["dataset"], chosen["config"]) / "adapter"
+            if not bundle_dir.is_dir():
+                raise SystemExit(
+                    f"cannot ship {name}: {bundle_dir} is gone (runs are not committed); delete "
+                    f"{card_path(chosen['dataset'], chosen['config'])} and rerun to retrain it"
+                )
+            bundle = load_bundle(bundle_dir)
+            save_bundle(
+                bundle.model,
+                bundle.labels,
+                {**bundle.card, "name": name, "shipped_choice": choice},
+                SHIPPED / name,
+                backbone_spec=bundle.card["backbone"],
+                save_dtype="float16",
+            )
         shipped[name] = {"dataset": chosen["dataset"], "config": chosen["config"]}
         print(
             f"shipped {name}: {chosen['dataset']} / {chosen['config']} test F1 {chosen['test_f1']}"
         )
     return shipped
+
+
+def is_shipped_run(shipped_dir: Path, run_card: dict) -> bool:
+    """Whether the shipped bundle was made from this run (same dataset, method and creation)."""
+    shipped = read_card(shipped_dir)
+    return bool(shipped) and all(
+        shipped.get(key) == run_card.get(key) for key in ("dataset", "method_label", "created")
+    )
 
 
 def _fmt(value, digits: int = 4) -> str:

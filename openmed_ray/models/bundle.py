@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from openmed_ray.errors import OpenMedError
+from openmed_ray.io.filesystem import write_bytes_atomic
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.classifier import TokenClassifier, load_encoder
 
@@ -165,6 +166,15 @@ def load_bundle(
     return Bundle(directory, model, tokenizer, labels, card, bundle_version(directory))
 
 
+def update_card(directory: str | Path, **fields: Any) -> dict[str, Any]:
+    """Add or replace card fields of a saved bundle; weights, and so the version, are untouched."""
+    directory = Path(directory)
+    card = {**read_card(directory), **fields}
+    write_bytes_atomic(json.dumps(card, indent=2).encode(), directory / CARD_FILE)
+    write_bytes_atomic(render_card_markdown(card).encode(), directory / "README.md")
+    return card
+
+
 def render_card_markdown(card: dict[str, Any]) -> str:
     """A human-readable model card from card.json."""
     lines = [f"# {card.get('name', 'adapter')}: {card.get('dataset', '')} NER adapter", ""]
@@ -200,6 +210,17 @@ def render_card_markdown(card: dict[str, Any]) -> str:
             f"| **micro** | {metrics['precision']:.4f} | {metrics['recall']:.4f} | "
             f"{metrics['f1']:.4f} | {metrics['support']} |"
         )
+    if choice := card.get("shipped_choice"):
+        dev_by_config = ", ".join(f"{c} {f1:.4f}" for c, f1 in choice["dev_f1_by_config"].items())
+        lines += [
+            "",
+            "## Configuration choice",
+            "",
+            f"- rule: {choice['rule']}",
+            "- candidates (dataset: configuration): "
+            + ", ".join(f"{d}: {c}" for d, c in choice["candidates"].items()),
+            f"- dev F1 by configuration: {dev_by_config}",
+        ]
     lines += [
         "",
         "## Hyperparameters",

@@ -26,6 +26,7 @@ def test_shipped_bundles_are_intact():
         assert card["backbone"] == "minilm"
         assert {"dev", "test"} <= set(card["metrics"])
         assert card["metrics"]["test"]["per_type"]
+        assert card["shipped_choice"]["dev_f1_by_config"]  # the configuration choice is recorded
         assert (path / "adapter_config.json").is_file() and (path / "README.md").is_file()
         assert sum(f.stat().st_size for f in path.iterdir()) < 8 * 2**20  # a few MB at most
 
