@@ -91,7 +91,12 @@ def epochs_for_budget(dataset: str, budget_minutes: float, max_epochs: int) -> i
 
 
 def train(
-    dataset: str, config_name: str, budget_minutes: float, max_epochs: int, threads: int
+    dataset: str,
+    config_name: str,
+    budget_minutes: float,
+    max_epochs: int,
+    threads: int,
+    batch_size: int | None = None,
 ) -> dict:
     from openmed_ray.train.finetune import clear_run, finetune
 
@@ -109,6 +114,8 @@ def train(
             "workers": 1,
             "cpus_per_worker": 1,
             "threads_per_worker": threads,
+            # Tiny training sets (CLL: 161 sentences) need smaller batches to take enough steps.
+            **({"batch_size": batch_size} if batch_size else {}),
             **CONFIGS[config_name],
         }
     )
@@ -329,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads; 1 lets two invocations share 2 cores"
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="override the recipe's batch size of 32"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "f1_table.json")
     parser.add_argument("--ship", action="store_true", help="refresh openmed_ray/adapters/")
     parser.add_argument("--no-train", action="store_true", help="only tabulate cached runs")
@@ -344,7 +354,14 @@ def main(argv: list[str] | None = None) -> int:
         for config_name in args.configs.split(","):
             if cached_card(dataset, config_name) is None and not args.no_train:
                 print(f"training {dataset} / {config_name} (budget {args.budget_minutes} min)")
-                train(dataset, config_name, args.budget_minutes, args.epochs, args.threads)
+                train(
+                    dataset,
+                    config_name,
+                    args.budget_minutes,
+                    args.epochs,
+                    args.threads,
+                    args.batch_size,
+                )
 
     rows = [
         row(d.name, c, card)
