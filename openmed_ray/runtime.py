@@ -38,11 +38,18 @@ def start_local_ray(**init_options: Any) -> None:
     the cleaner asks the wrong cluster, hears "no such actor" and removes the placement group
     of a healthy run, killing its workers ("owner died"). Starting the GCS on a known port with
     RAY_ADDRESS in the environment the raylet hands to every worker pins them to this cluster.
+
+    Without a dashboard, Ray still records the default dashboard port (8265) as this cluster's
+    API server, so the cleaner would ask whichever Ray serves 8265. A free port of our own
+    makes the question fail instead (the cleaner then keeps monitoring) rather than get
+    another cluster's "no such actor".
     """
     import ray
 
     port = _free_port()
     gcs_address = f"{ray.util.get_node_ip_address()}:{port}"
+    if init_options.get("include_dashboard") is False:
+        init_options.setdefault("dashboard_port", _free_port())
     with _environment(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=gcs_address):
         ray.init(address="local", ignore_reinit_error=True, **init_options)
 

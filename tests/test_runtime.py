@@ -1,4 +1,4 @@
-"""ensure_ray: a local Ray's workers resolve their own cluster, not the one `ray start` named."""
+"""ensure_ray: a local Ray's workers ask their own cluster about their actors, never another Ray."""
 
 import json
 import os
@@ -43,3 +43,57 @@ def test_local_ray_workers_resolve_their_own_cluster_beside_a_ray_start_head(ray
     assert seen["resolved"] == seen["ours"]
     # The driver's environment is restored, so a later ensure_ray() starts a fresh Ray.
     assert seen["driver_ray_address"] is None
+
+
+# Ray without a dashboard still records the default dashboard port as its API server.
+DASHBOARD_PROBE = textwrap.dedent(
+    """
+    import json, subprocess, sys, ray
+    from openmed_ray.runtime import ensure_ray
+
+    ensure_ray(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    # Another Ray with a dashboard on the default port (8265 when free) starts beside ours.
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys, ray; ray.init(address='local', num_cpus=1, "
+         "include_dashboard=True); print('up', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert other.stdout.readline().strip() == "up"
+
+    @ray.remote
+    class Alive:
+        def actor_id(self):
+            return ray.get_runtime_context().get_actor_id()
+
+    @ray.remote
+    def ask_state_api(actor_id):
+        # What Train's PlacementGroupCleaner asks before removing a run's placement group.
+        from ray.train.v2._internal.state.util import is_actor_alive
+        from ray.util.state.exception import RayStateApiException
+        try:
+            return is_actor_alive(actor_id=actor_id, timeout=10)
+        except RayStateApiException:
+            return "unknown"
+
+    alive = Alive.remote()
+    print(json.dumps({"answer": ray.get(ask_state_api.remote(ray.get(alive.actor_id.remote())))}))
+    other.stdin.close()
+    other.wait(timeout=60)
+    """
+)
+
+
+def test_local_ray_without_dashboard_never_hears_another_rays_no_such_actor():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    result = subprocess.run(
+        [sys.executable, "-c", DASHBOARD_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])["answer"]
+    # "unknown" keeps the cleaner monitoring; False would make it kill a healthy run.
+    assert answer in (True, "unknown")
