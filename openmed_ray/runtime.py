@@ -33,10 +33,10 @@ def start_local_ray(**init_options: Any) -> None:
     """Start a fresh local Ray whose own processes know its address.
 
     Ray Train's PlacementGroupCleaner (a detached actor) asks "is my controller alive?" through
-    the state API without an address, so it resolves /tmp/ray/ray_current_cluster: the most
-    recently started Ray on the machine. Once a second Ray starts (a test suite, another job),
-    the cleaner asks the wrong cluster, hears "no such actor" and removes the placement group
-    of a healthy run, killing its workers ("owner died"). Starting the GCS on a known port with
+    the state API without an address, so it resolves /tmp/ray/ray_current_cluster: the cluster
+    of the last `ray start` on the machine (a test suite's head, another job's). The cleaner
+    then asks that cluster, hears "no such actor" and removes the placement group of a
+    healthy run, killing its workers ("owner died"). Starting the GCS on a known port with
     RAY_ADDRESS in the environment the raylet hands to every worker pins them to this cluster.
 
     Without a dashboard, Ray still records the default dashboard port (8265) as this cluster's
