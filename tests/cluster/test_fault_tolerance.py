@@ -83,7 +83,7 @@ def test_sweep_losing_a_worker_node_finishes_without_rerunning_finished_trials(
     cluster, tiny_backbone, tmp_path
 ):
     # Enough sentences for a trial epoch to take a few seconds, so a kill lands mid-trial.
-    data_root = make_tiny_dataset(tmp_path / "data", sizes=(800, 40, 40))
+    data_root = make_tiny_dataset(tmp_path / "data", sizes=(4000, 40, 40))
     output = tmp_path / "sweep"
     args = [
         "--dataset", "NCBI-disease", "--backbone", str(tiny_backbone), "--data-root",
