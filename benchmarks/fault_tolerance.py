@@ -47,6 +47,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from benchmarks.common import RESULTS, write_results  # noqa: E402
 from openmed_ray.hpo.sweep import EXPERIMENT  # noqa: E402
 from openmed_ray.io.annotations import DOCUMENTS, ENTITIES, list_parts, read_parts  # noqa: E402
+from openmed_ray.runtime import free_port  # noqa: E402
 
 # The process title Ray gives an annotation actor.
 ANNOTATION_ACTOR = "MapWorker(MapBatches(AnnotateActor))"
@@ -58,14 +59,6 @@ LOOPBACK_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "HF_HUB_OFFLINE": "1",
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------ the cluster

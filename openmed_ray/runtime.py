@@ -46,10 +46,10 @@ def start_local_ray(**init_options: Any) -> None:
     """
     import ray
 
-    port = _free_port()
+    port = free_port()
     gcs_address = f"{ray.util.get_node_ip_address()}:{port}"
     if init_options.get("include_dashboard") is False:
-        init_options.setdefault("dashboard_port", _free_port())
+        init_options.setdefault("dashboard_port", free_port())
     with _environment(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=gcs_address):
         ray.init(address="local", ignore_reinit_error=True, **init_options)
 
@@ -69,7 +69,7 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))
         return sock.getsockname()[1]

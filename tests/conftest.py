@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from openmed_ray.runtime import free_port
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -132,14 +134,6 @@ def tiny_bundle(tiny_backbone, tiny_data_root, tmp_path_factory):
         warmup_ratio=0.0,
     )
     return finetune_local(config, name="tiny").bundle
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,18 @@ import subprocess
 import sys
 import textwrap
 
+
+def run_probe(script: str) -> dict:
+    """Run `script` in a fresh interpreter with no Ray address; return its last JSON line."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 PROBE = textwrap.dedent(
     """
     import json, os, ray
@@ -32,13 +44,7 @@ PROBE = textwrap.dedent(
 def test_local_ray_workers_resolve_their_own_cluster_beside_a_ray_start_head(ray_head):
     # `ray start --head` (the ray_head fixture) wrote /tmp/ray/ray_current_cluster, which Ray's
     # state API, and so Train's PlacementGroupCleaner, resolves when given no address.
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "disabled"
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=180
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = run_probe(PROBE)
     assert seen["latest_ray_start"] and seen["latest_ray_start"] != seen["ours"]
     assert seen["resolved"] == seen["ours"]
     # The driver's environment is restored, so a later ensure_ray() starts a fresh Ray.
@@ -84,16 +90,6 @@ DASHBOARD_PROBE = textwrap.dedent(
 
 
 def test_local_ray_without_dashboard_never_hears_another_rays_no_such_actor():
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "disabled"
-    result = subprocess.run(
-        [sys.executable, "-c", DASHBOARD_PROBE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    answer = json.loads(result.stdout.strip().splitlines()[-1])["answer"]
+    answer = run_probe(DASHBOARD_PROBE)["answer"]
     # "unknown" keeps the cleaner monitoring; False would make it kill a healthy run.
     assert answer in (True, "unknown")
