@@ -241,8 +241,8 @@ def _run_annotate(args: argparse.Namespace) -> int:
     if args.actors:
         overrides["min_actors"], overrides["max_actors"] = parse_actor_range(args.actors)
     config = load_with_overrides(AnnotateConfig, args.config, overrides)
-    ensure_ray(args.address)
-    summary = annotate_corpus(config)
+    # Ray starts only once the output is claimed: a refused run costs no cluster time.
+    summary = annotate_corpus(config, address=args.address)
     print(format_summary(summary))
     return 0
 
@@ -387,8 +387,7 @@ def _run_kg(args: argparse.Namespace) -> int:
         "data_root": args.data_root,
     }
     config = load_with_overrides(KGConfig, args.config, overrides, nested={"linker": linker})
-    ensure_ray(args.address)
-    summary = build_graph(config)
+    summary = build_graph(config, address=args.address)
     if args.json:
         _print_json(summary)
     else:

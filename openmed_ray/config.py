@@ -68,22 +68,27 @@ class Config:
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path) -> C:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(read_yaml(path), where=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
 
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (not yet validated)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
 
 
 def _config_class(hint: Any) -> type[Config] | None:
@@ -259,6 +264,26 @@ class SearchSpaceConfig(Config):
         return (1e-4, 3e-3) if method == "lora" else (1e-5, 2e-4)
 
 
+# ---------------------------------------------------------------- output ownership
+@dataclasses.dataclass(frozen=True)
+class ClaimConfig(Config):
+    """How a run holds its output (openmed_ray/io/claim.py): a heartbeat while it works; a
+    claim whose heartbeat is older than `stale_after_seconds` counts as abandoned. The margin
+    must cover clock skew between hosts and pauses of a loaded driver."""
+
+    heartbeat_seconds: float = 10.0
+    stale_after_seconds: float = 120.0
+
+    def validate(self) -> None:
+        require(self.heartbeat_seconds > 0, "claim.heartbeat_seconds", "must be > 0")
+        require(
+            self.stale_after_seconds >= 3 * self.heartbeat_seconds,
+            "claim.stale_after_seconds",
+            f"must be at least 3 heartbeats ({3 * self.heartbeat_seconds:g} s), so one slow "
+            "heartbeat never makes a live run look abandoned",
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig(Config):
     """A Ray Tune + OptunaSearch (TPE) sweep over `space`, then one final training and test.
@@ -280,6 +305,7 @@ class SweepConfig(Config):
     trial_retries: int = 2  # restarts of a trial whose process died (from its last epoch)
     seed: int = 42  # TPE sampler and the final training
     resume: bool = False
+    claim: ClaimConfig = dataclasses.field(default_factory=ClaimConfig)
 
     def validate(self) -> None:
         require(self.trials > 0, "trials", "must be > 0")
@@ -307,8 +333,11 @@ def load_with_overrides(
     overrides: dict[str, Any],
     nested: dict[str, dict[str, Any]] | None = None,
 ) -> C:
-    """A config from an optional YAML file, with non-None command-line values on top."""
-    base = cls.from_yaml(path).to_dict() if path else {}
+    """A config from an optional YAML file, with non-None command-line values on top.
+
+    The file may hold only some fields (the flags give the rest): the merged values are
+    validated once, as a whole."""
+    base = read_yaml(path) if path else {}
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     base.update({k: v for k, v in overrides.items() if k in names and v is not None})
     for field_name, values in (nested or {}).items():
@@ -344,6 +373,11 @@ class AnnotateConfig(Config):
     precision: str = "fp32"  # fp32 | bf16 | int8 (dynamic, per channel)
     runtime: str = "torch"  # torch | onnx (ONNX Runtime; fp32 or int8)
     resume: bool = False
+    claim: ClaimConfig = dataclasses.field(default_factory=ClaimConfig)
+    # Transient storage errors (a dropped S3 connection) are retried per part with
+    # exponential backoff; a full disk or a lost claim fails at once.
+    write_attempts: int = 4
+    write_backoff_seconds: float = 2.0
 
     def validate(self) -> None:
         require(bool(self.input), "input", "is required (a Parquet file, directory or s3:// URI)")
@@ -376,6 +410,8 @@ class AnnotateConfig(Config):
             "the onnx runtime runs fp32 or int8",
         )
         require(all(a and a.strip() == a for a in self.adapters), "adapters", "empty adapter name")
+        require(self.write_attempts >= 1, "write_attempts", "must be >= 1")
+        require(self.write_backoff_seconds >= 0, "write_backoff_seconds", "must be >= 0")
 
 
 def parse_actor_range(text: str) -> tuple[int, int | None]:
@@ -547,6 +583,7 @@ class KGConfig(Config):
     actors: int = 1
     cpus_per_actor: float = 0.5
     keep_states: int = 2  # graph versions kept on disk (the current one included)
+    claim: ClaimConfig = dataclasses.field(default_factory=ClaimConfig)
 
     def validate(self) -> None:
         for name in ("entities", "documents", "graph"):

@@ -34,3 +34,17 @@ class UnknownDatasetError(OpenMedError):
 
 class DatasetUnavailableError(OpenMedError):
     """A registered dataset whose files are not present on this machine."""
+
+
+def root_cause(error: BaseException) -> str:
+    """`Type: message` of the innermost cause, through Ray's task-error wrappers, so a
+    failure deep in a Ray task reads as what actually went wrong."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "cause", None) or error.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else ''}".rstrip(": ")

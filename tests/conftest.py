@@ -136,6 +136,93 @@ def tiny_bundle(tiny_backbone, tiny_data_root, tmp_path_factory):
     return finetune_local(config, name="tiny").bundle
 
 
+OWNER_SCRIPT = """
+import os, sys
+from openmed_ray.config import ClaimConfig
+from openmed_ray.errors import OpenMedError
+from openmed_ray.io.claim import acquire_claim
+location, run_id, purpose, heartbeat, stale = sys.argv[1:6]
+config = ClaimConfig(heartbeat_seconds=float(heartbeat), stale_after_seconds=float(stale))
+claim = acquire_claim(location, run_id, purpose=purpose, takeover=False, config=config)
+print("held", flush=True)
+for line in sys.stdin:  # commands: 'verify' (am I still the owner?), 'die'
+    if line.strip() == "die":
+        os._exit(0)  # no release: a killed run
+    try:
+        claim.fence.verify()
+        print("owner", flush=True)
+    except OpenMedError as exc:
+        print(f"lost: {exc}", flush=True)
+"""
+
+
+def start_claim_owner(
+    location: str, run_id: str, purpose: str = "annotate", heartbeat=10.0, stale=120.0
+):
+    """A real process that claims `location` and then obeys 'verify' / 'die' on stdin."""
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, location, run_id, purpose, str(heartbeat), str(stale)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout.readline().strip() == "held"
+    return owner
+
+
+def claim_by_dead_process(location: str, run_id: str, purpose: str = "annotate") -> None:
+    """Leave `location` claimed by a process that died without releasing it."""
+    owner = start_claim_owner(location, run_id, purpose)
+    owner.communicate("die\n", timeout=60)
+
+
+class MotoS3:
+    """moto's S3 server on 127.0.0.1 at a fixed port, so it can be stopped and started again
+    mid-run (an outage): its objects live in this process's memory and survive a restart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = None
+        self.start()
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """A real S3 API on loopback with bucket `corpus`; the AWS variables point at it."""
+    server = MotoS3()
+    for key, value in {
+        "AWS_ENDPOINT_URL": server.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    import urllib.request
+
+    import boto3
+
+    # moto keeps its objects in this process across servers: start every test empty.
+    urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST"))
+    boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket="corpus")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
     """A real `ray start --head` cluster with the job server, stopped at the end of the session.

@@ -38,3 +38,18 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         Outer.from_yaml(path)
+
+
+def test_a_partial_yaml_file_takes_the_rest_from_the_flags(tmp_path):
+    from openmed_ray.config import AnnotateConfig, ClaimConfig, load_with_overrides
+
+    path = tmp_path / "settings.yaml"
+    path.write_text("write_attempts: 2\nclaim:\n  stale_after_seconds: 60\nthreshold: 0.5\n")
+    config = load_with_overrides(
+        AnnotateConfig, path, {"input": "in", "output": "out", "threshold": 0.9, "resume": None}
+    )
+    assert (config.input, config.write_attempts, config.threshold) == ("in", 2, 0.9)
+    assert config.claim == ClaimConfig(heartbeat_seconds=10.0, stale_after_seconds=60.0)
+    path.write_text("claim:\n  stale_after_seconds: 5\n")
+    with pytest.raises(ConfigError, match="claim.stale_after_seconds: must be at least 3"):
+        load_with_overrides(AnnotateConfig, path, {"input": "in", "output": "out"})

@@ -10,10 +10,12 @@ Re-running with `resume=True` processes only documents missing from `documents/`
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,20 +24,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from openmed_ray.config import AnnotateConfig
-from openmed_ray.errors import OpenMedError
+from openmed_ray.errors import OpenMedError, root_cause
 from openmed_ray.io.annotations import (
     DOCUMENT_SCHEMA,
     DOCUMENTS,
     ENTITIES,
     ENTITY_SCHEMA,
+    commit_part,
     completed_doc_ids,
     list_parts,
     part_name,
     read_parts,
     remove_orphans,
-    write_part,
 )
-from openmed_ray.io.corpus import inspect_corpus
+from openmed_ray.io.claim import Claim, ClaimFence, acquire_claim
+from openmed_ray.io.corpus import CorpusInfo, inspect_corpus
 from openmed_ray.io.filesystem import join, ray_remote_env, resolve, write_bytes_atomic
 from openmed_ray.models.adapters import identify_adapter
 from openmed_ray.models.catalog import DEFAULT_ADAPTERS
@@ -46,6 +49,10 @@ log = logging.getLogger(__name__)
 
 class OutputExistsError(OpenMedError):
     """The output already holds annotations and --resume was not given."""
+
+
+class RunStoppedError(OpenMedError):
+    """The run failed midway (storage down, disk full, a lost claim); committed work stays."""
 
 
 @dataclass(frozen=True)
@@ -89,19 +96,40 @@ def plan_actors(config: AnnotateConfig, cluster: dict[str, float], node_cpus: fl
     return ActorPlan(config.min_actors, max_actors, threads)
 
 
-def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
-    """Annotate every document of the input; returns (and writes) the summary."""
-    import ray
-    from ray.data import ActorPoolStrategy
+def annotate_corpus(config: AnnotateConfig, address: str | None = None) -> dict[str, Any]:
+    """Annotate every document of the input; returns (and writes) the summary.
 
-    from openmed_ray.annotate.stage import AnnotateActor, AnnotationSink
-
+    Adapters and input are checked first; then the run claims the output (one writer per
+    output, see openmed_ray/io/claim.py) before it joins Ray (`address`, see `ensure_ray`)
+    or writes anything, and releases it when it stops."""
     adapters = list(config.adapters or DEFAULT_ADAPTERS)
     identities = [
         identify_adapter(adapter, config.precision, config.runtime) for adapter in adapters
     ]
     corpus = inspect_corpus(config.input, config.id_column, config.text_column)
     out = config.output.rstrip("/")
+    run_id = uuid.uuid4().hex[:8]
+    with acquire_claim(
+        out, run_id, purpose="annotate", takeover=config.resume, config=config.claim
+    ) as claim:
+        return _annotate(config, adapters, identities, corpus, out, claim, address)
+
+
+def _annotate(
+    config: AnnotateConfig,
+    adapters: list[str],
+    identities: list,
+    corpus: CorpusInfo,
+    out: str,
+    claim: Claim,
+    address: str | None,
+) -> dict[str, Any]:
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from openmed_ray.annotate.stage import AnnotateActor, AnnotationSink
+
+    run_id = claim.owner.run_id
     existing = list_parts(out, DOCUMENTS)
     if existing and not config.resume:
         raise OutputExistsError(
@@ -115,11 +143,10 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
         [done.cast(pa.string()), pa.array(sorted(duplicates), pa.string())]
     ).unique()
 
-    ensure_ray()
+    ensure_ray(address)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     node_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=1)
     plan = plan_actors(config, ray.cluster_resources(), node_cpus)
-    run_id = uuid.uuid4().hex[:8]
     log.info(
         "annotating %s (%d documents, %d already done, %d duplicate ids) with %s; actors %d-%d x "
         "%s CPU, %d threads each; run %s",
@@ -138,7 +165,14 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
     started = time.perf_counter()
     fs, _ = resolve(config.input)
     remote_args = ray_remote_env(config.input, out)
-    sink = AnnotationSink(out, run_id, config.rows_per_file)
+    sink = AnnotationSink(
+        out,
+        run_id,
+        config.rows_per_file,
+        claim.fence,
+        config.write_attempts,
+        config.write_backoff_seconds,
+    )
     unique_ids = corpus.n_rows - sum(count - 1 for count in duplicates.values())
     remaining = unique_ids - len(duplicates) - len(done)
     if remaining > 0:
@@ -173,17 +207,43 @@ def annotate_corpus(config: AnnotateConfig) -> dict[str, Any]:
             batch_format="pyarrow",
             **remote_args,
         )
-        annotated.write_datasink(sink, ray_remote_args=remote_args)
-    _record_duplicates(out, run_id, duplicates)
+        failure = _execute(annotated, sink, remote_args)
+        if failure is not None:
+            raise RunStoppedError(
+                f"annotating {config.input} into {out} stopped: {failure}. Every committed "
+                "part is intact and no half-written part is counted; once the cause is fixed, "
+                "rerun with --resume to annotate only the missing documents"
+            )
+    _record_duplicates(out, run_id, duplicates, config, claim.fence)
     seconds = time.perf_counter() - started
     summary = summarize(
         out, config, identities, run_id, seconds, corpus.n_rows, duplicates, orphans
     )
+    summary["claim"] = claim.describe()
     write_bytes_atomic(json.dumps(summary, indent=2).encode(), join(out, "summary.json"))
     return summary
 
 
-def _record_duplicates(out: str, run_id: str, duplicates: dict[str, int]) -> None:
+def _execute(dataset, sink, remote_args: dict) -> str | None:
+    """Run the pipeline into the sink; None, or the root cause of its failure.
+
+    The exception is logged, not kept: through its traceback it references the failed
+    execution, whose actor pool (and the CPUs it holds) stays alive as long as anything
+    does, so a caller that kept the error would starve the next run of CPUs."""
+    try:
+        dataset.write_datasink(sink, ray_remote_args=remote_args)
+        return None
+    except Exception as exc:
+        # As text: a log record holding exc_info would keep the execution alive too.
+        log.error("the annotation pipeline failed:\n%s", "".join(traceback.format_exception(exc)))
+        failure = root_cause(exc)
+    gc.collect()  # tracebacks are reference cycles: free the failed execution now
+    return failure
+
+
+def _record_duplicates(
+    out: str, run_id: str, duplicates: dict[str, int], config: AnnotateConfig, fence: ClaimFence
+) -> None:
     """One error row per duplicated id: none of its rows is annotated, and none is lost."""
     recorded = set(completed_doc_ids(out).to_pylist()) if duplicates else set()
     missing = sorted(d for d in duplicates if d not in recorded)
@@ -204,8 +264,14 @@ def _record_duplicates(out: str, run_id: str, duplicates: dict[str, int]) -> Non
         },
         schema=DOCUMENT_SCHEMA,
     )
-    write_part(
-        out, part_name(run_id, documents.column("doc_id")), ENTITY_SCHEMA.empty_table(), documents
+    commit_part(
+        out,
+        part_name(run_id, documents.column("doc_id")),
+        ENTITY_SCHEMA.empty_table(),
+        documents,
+        fence,
+        config.write_attempts,
+        config.write_backoff_seconds,
     )
 
 

@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
-from openmed_ray.io.annotations import ANNOTATED_SCHEMA, part_name, split_annotated, write_part
+from openmed_ray.io.annotations import ANNOTATED_SCHEMA, commit_part, part_name, split_annotated
+from openmed_ray.io.claim import ClaimFence
 
 
 class AnnotateActor:
@@ -75,10 +76,21 @@ class AnnotateActor:
 class AnnotationSink(Datasink[dict]):
     """Writes each write task's rows as one entities/documents part pair."""
 
-    def __init__(self, root: str, run_id: str, rows_per_file: int) -> None:
+    def __init__(
+        self,
+        root: str,
+        run_id: str,
+        rows_per_file: int,
+        fence: ClaimFence,
+        write_attempts: int,
+        write_backoff_seconds: float,
+    ) -> None:
         self.root = root
         self.run_id = run_id
         self.rows_per_file = rows_per_file
+        self.fence = fence
+        self.write_attempts = write_attempts
+        self.write_backoff_seconds = write_backoff_seconds
         self.totals: dict[str, int] = {}
 
     @property
@@ -92,7 +104,15 @@ class AnnotationSink(Datasink[dict]):
             return {"documents": 0, "entities": 0, "files": 0}
         entities, documents = split_annotated(pa.concat_tables(tables, promote_options="default"))
         name = part_name(self.run_id, documents.column("doc_id"))
-        write_part(self.root, name, entities, documents)
+        commit_part(
+            self.root,
+            name,
+            entities,
+            documents,
+            self.fence,
+            self.write_attempts,
+            self.write_backoff_seconds,
+        )
         return {"documents": documents.num_rows, "entities": entities.num_rows, "files": 1}
 
     def on_write_complete(self, write_result) -> None:

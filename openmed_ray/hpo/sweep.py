@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from openmed_ray.config import FinetuneConfig, SweepConfig
 from openmed_ray.errors import OpenMedError
 from openmed_ray.hpo.space import trial_config, tune_param_space
+from openmed_ray.io.claim import Claim, acquire_claim
 from openmed_ray.io.filesystem import is_remote, join, resolve, write_bytes_atomic
 from openmed_ray.runtime import ensure_ray, require_resources
 from openmed_ray.train.finetune import finetune, preflight
@@ -164,15 +166,24 @@ def trial_record(result, max_epochs: int) -> dict[str, Any]:
 
 def run_sweep(config: SweepConfig) -> dict[str, Any]:
     """Search, retrain the best point once with the fixed seed, test once; write the report."""
-    from openmed_ray.hpo.report import write_report
-
     base = trial_base(config)
     preflight(base)
     ensure_ray()
     check_sweep_resources(config)
+    # One sweep per storage: Tune's experiment state and the final training are the outputs
+    # two concurrent runs would corrupt. --resume takes over from a sweep that is gone.
+    run_id = uuid.uuid4().hex[:8]
+    with acquire_claim(
+        config.storage_uri, run_id, purpose="tune", takeover=config.resume, config=config.claim
+    ) as claim:
+        return _search_and_train(config, base, claim)
+
+
+def _search_and_train(config: SweepConfig, base: FinetuneConfig, claim: Claim) -> dict[str, Any]:
+    from openmed_ray.hpo.report import write_report
+
     output = Path(config.output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
-
     started = time.perf_counter()
     grid = make_tuner(config, base).fit()
     search_seconds = time.perf_counter() - started
@@ -210,6 +221,7 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
             "test": final["metrics"]["test"],
         },
         "config": config.to_dict(),
+        "claim": claim.describe(),
     }
     write_report(summary, output)
     if is_remote(config.storage_uri):

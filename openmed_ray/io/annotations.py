@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from openmed_ray.io.filesystem import join, resolve, write_parquet_atomic
+from openmed_ray.io.claim import ClaimFence
+from openmed_ray.io.filesystem import join, resolve, retry_transient, write_parquet_atomic
 
 ENTITY_FIELDS = [
     ("start", pa.int64()),
@@ -76,6 +77,27 @@ def write_part(root: str, name: str, entities: pa.Table, documents: pa.Table) ->
     write_parquet_atomic(documents.cast(DOCUMENT_SCHEMA), join(root, DOCUMENTS, name))
 
 
+def commit_part(
+    root: str,
+    name: str,
+    entities: pa.Table,
+    documents: pa.Table,
+    fence: ClaimFence,
+    attempts: int,
+    backoff_seconds: float,
+) -> None:
+    """Write one part pair while this run still owns the output, retrying transient
+    storage errors; a rewrite after a half-done attempt replaces the same names."""
+
+    def attempt() -> None:
+        fence.verify()
+        write_part(root, name, entities, documents)
+
+    retry_transient(
+        attempt, attempts=attempts, backoff_seconds=backoff_seconds, what=f"writing {root}/*/{name}"
+    )
+
+
 def list_parts(root: str, kind: str) -> list[str]:
     """Names of the complete (non-temporary) parts of one kind."""
     fs, path = resolve(join(root, kind))
@@ -92,12 +114,21 @@ def list_parts(root: str, kind: str) -> list[str]:
 
 
 def remove_orphans(root: str) -> list[str]:
-    """Delete entities parts whose documents part never landed (a crash between the two)."""
+    """Delete entities parts whose documents part never landed (a crash between the two),
+    and the temporary files of writes that never finished (a killed process's). Only the
+    claim's owner calls this, so no live writer's temporary file is touched."""
     committed = set(list_parts(root, DOCUMENTS))
     orphans = [name for name in list_parts(root, ENTITIES) if name not in committed]
     fs, _ = resolve(root)
     for name in orphans:
         fs.delete_file(resolve(join(root, ENTITIES, name))[1])
+    for kind in (ENTITIES, DOCUMENTS):
+        _, path = resolve(join(root, kind))
+        if fs.get_file_info(path).type != pafs.FileType.Directory:
+            continue
+        for info in fs.get_file_info(pafs.FileSelector(path, recursive=False)):
+            if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
+                fs.delete_file(info.path)
     return orphans
 
 

@@ -6,13 +6,23 @@ any S3-compatible store); pyarrow reads them itself.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Errors that waiting does not cure: retrying a full disk only delays the failure.
+PERMANENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def is_remote(uri: str | Path) -> bool:
@@ -40,6 +50,26 @@ def _s3_filesystem() -> pafs.S3FileSystem:
             endpoint_override=endpoint.split("://", 1)[-1], scheme=scheme, region=region
         )
     return pafs.S3FileSystem(region=region)
+
+
+def s3fs_filesystem():
+    """An s3fs filesystem with the same endpoint and region as `resolve`, for the operations
+    pyarrow lacks (conditional writes). Listings are never cached: claims must see the store
+    as it is now."""
+    import s3fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    fs = s3fs.S3FileSystem(
+        endpoint_url=endpoint or None,
+        client_kwargs={"region_name": region},
+        # Fail within seconds when the endpoint is down; callers retry on their own terms.
+        config_kwargs={"connect_timeout": 5, "retries": {"max_attempts": 2}},
+        use_listings_cache=False,
+        skip_instance_cache=True,
+    )
+    fs.retries = 1  # s3fs's own retry loop (a class attribute, default 5)
+    return fs
 
 
 def ray_remote_env(*uris: str) -> dict:
@@ -93,3 +123,27 @@ def write_bytes_atomic(data: bytes, uri: str | Path) -> None:
     else:
         with fs.open_output_stream(path) as handle:
             handle.write(data)
+
+
+def retry_transient(
+    action: Callable[[], T], *, attempts: int, backoff_seconds: float, what: str
+) -> T:
+    """Run `action`, retrying OSErrors other than PERMANENT_ERRNOS (a dropped connection, an
+    S3 endpoint restarting) with exponential backoff; the last failure propagates."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except OSError as exc:
+            if exc.errno in PERMANENT_ERRNOS or attempt == attempts:
+                raise
+            delay = backoff_seconds * 2 ** (attempt - 1)
+            log.warning(
+                "%s failed (attempt %d of %d): %s; retrying in %.1f s",
+                what,
+                attempt,
+                attempts,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                delay,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")

@@ -31,6 +31,7 @@ import pyarrow.dataset as pads
 
 from openmed_ray.config import KGConfig
 from openmed_ray.errors import OpenMedError
+from openmed_ray.io.claim import Claim, acquire_claim
 from openmed_ray.io.corpus import inspect_corpus
 from openmed_ray.io.filesystem import ray_remote_env, resolve
 from openmed_ray.kg.abbreviations import abbreviation_map, find_abbreviations
@@ -221,7 +222,11 @@ def _assign_documents(
 
 
 def derive_contributions(
-    config: KGConfig, linker: Linker, owners: pa.Table, entities: pa.Table
+    config: KGConfig,
+    linker: Linker,
+    owners: pa.Table,
+    entities: pa.Table,
+    address: str | None = None,
 ) -> dict[str, GraphTables]:
     """Run the Ray Data stage; one contribution (table set) per owning partition."""
     import ray
@@ -241,7 +246,7 @@ def derive_contributions(
         columns=[config.id_column]
     )
     _require_texts(owners, ids.column(0), config.documents, "have no row")
-    ensure_ray()
+    ensure_ray(address)
     remote_args = ray_remote_env(config.documents, config.entities)
     dataset = ray.data.read_parquet(
         corpus.files, filesystem=fs, ray_remote_args=remote_args
@@ -338,16 +343,39 @@ def _merge(
     return tables
 
 
-def build_graph(config: KGConfig) -> dict[str, Any]:
-    """Merge ENTITIES_DIR's new partitions into GRAPH_DIR; returns the run summary."""
+def build_graph(config: KGConfig, address: str | None = None) -> dict[str, Any]:
+    """Merge ENTITIES_DIR's new partitions into GRAPH_DIR; returns the run summary.
+
+    The run claims GRAPH_DIR first (one writer per graph, see openmed_ray/io/claim.py), so two
+    runs never merge the same partition. A claim whose owner is gone is taken over without
+    a flag: a dead run left CURRENT on the previous state, and this run redoes its merge.
+    Ray (`address`, see `ensure_ray`) is joined only when there is something to derive."""
     started = time.perf_counter()
     store = GraphStore(config.graph)
+    linker = build_linker(config.linker)  # bad dictionaries and inputs fail before the claim
+    fs, discovered = discover_partitions(config.entities)
+    run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    with acquire_claim(
+        str(store.root), run_id, purpose="kg", takeover=True, config=config.claim
+    ) as claim:
+        return _build_graph(config, store, claim, linker, fs, discovered, started, address)
+
+
+def _build_graph(
+    config: KGConfig,
+    store: GraphStore,
+    claim: Claim,
+    linker: Linker,
+    fs,
+    discovered: list,
+    started: float,
+    address: str | None,
+) -> dict[str, Any]:
+    run_id = claim.owner.run_id
     pointer = store.pointer()
     state = store.current()
     manifest = state.manifest if state else None
-    linker = build_linker(config.linker)
     settings = graph_settings(config, linker)
-    fs, discovered = discover_partitions(config.entities)
     partitions = {p.name: p for p in discovered}
     merged = (manifest or {}).get("partitions", {})
     known = {path: record for p in merged.values() for path, record in p["files"].items()}
@@ -365,7 +393,6 @@ def build_graph(config: KGConfig) -> dict[str, Any]:
         summary = json.loads((state.path / "summary.json").read_text())
         return {**summary, "up_to_date": True}
 
-    run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     old_tables, old_documents = store.read_state(state)
     kept_documents = old_documents.filter(
         pc.invert(pc.is_in(old_documents.column("partition"), pa.array(plan.replaced, pa.string())))
@@ -382,7 +409,7 @@ def build_graph(config: KGConfig) -> dict[str, Any]:
         owners.num_rows,
     )
     contributions = (
-        derive_contributions(config, linker, owners, entities) if owners.num_rows else {}
+        derive_contributions(config, linker, owners, entities, address) if owners.num_rows else {}
     )
     seen = [c["documents"].column("doc_id") for c in contributions.values()]
     _require_texts(
@@ -455,7 +482,13 @@ def build_graph(config: KGConfig) -> dict[str, Any]:
         (state_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
     committed = store.commit(
-        tables, all_documents, new_manifest, exports, pointer, keep_states=config.keep_states
+        tables,
+        all_documents,
+        new_manifest,
+        exports,
+        pointer,
+        keep_states=config.keep_states,
+        fence=claim.fence,
     )
     return {**json.loads((committed.path / "summary.json").read_text()), "up_to_date": False}
 

@@ -14,8 +14,9 @@
 A run writes its contributions and a complete new state directory, then replaces CURRENT
 atomically (a rename). A crash at any point before that leaves CURRENT on the previous
 state, intact and readable; leftovers of the failed run are removed by the next commit.
-Two runs racing on one directory cannot both commit: the pointer must still be the one a
-run started from.
+Two runs never work on one directory at once: a run claims it first (GRAPH_DIR/_claim,
+openmed_ray/io/claim.py) and checks the claim again before the switch; the pointer must
+also still be the one the run started from.
 
 Test hook: with OPENMED_RAY_KG_FAULT set to one of FAULT_POINTS, the run raises
 `InjectedFault` at that point (a real exception in the real code path).
@@ -35,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from openmed_ray.errors import ConfigError, OpenMedError
+from openmed_ray.io.claim import ClaimFence, ClaimLostError
 from openmed_ray.io.filesystem import is_remote, write_bytes_atomic
 from openmed_ray.kg.graph import SCHEMAS, GraphTables
 
@@ -222,8 +224,10 @@ class GraphStore:
         write_exports: Callable[[Path], None],
         expected_pointer: str | None,
         keep_states: int = 2,
+        fence: ClaimFence | None = None,
     ) -> State:
-        """Write a complete new state, then switch CURRENT to it atomically."""
+        """Write a complete new state, then switch CURRENT to it atomically, provided this
+        run still owns the directory (`fence`) and CURRENT is still where it started."""
         version = self._next_version()
         relative = f"{STATES}/v{version:06d}"
         path = self.root / relative
@@ -236,6 +240,12 @@ class GraphStore:
         write_exports(path)
         write_bytes_atomic(json.dumps(manifest, indent=2).encode(), path / MANIFEST)
         fault_point("before-switch")
+        if fence is not None:
+            try:
+                fence.verify()
+            except ClaimLostError:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
         if self.pointer() != expected_pointer:
             shutil.rmtree(path, ignore_errors=True)
             raise ConcurrentRunError(

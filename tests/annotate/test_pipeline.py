@@ -3,10 +3,7 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,23 +16,12 @@ from openmed_ray.errors import OpenMedError
 from openmed_ray.io.annotations import DOCUMENTS, ENTITIES, read_parts
 from openmed_ray.io.corpus import InputError
 from openmed_ray.models.catalog import UnknownAdapterError
-from tests.annotate.conftest import make_texts, write_corpus
+from tests.annotate.conftest import annotate_config, cli_args, make_texts, run_cli, write_corpus
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
-def config(corpus, output, bundle, **overrides):
-    values = dict(
-        input=str(corpus),
-        output=str(output),
-        adapters=(str(bundle),),
-        docs_per_batch=40,
-        rows_per_file=80,
-        threads_per_actor=1,
-    )
-    values.update(overrides)
-    return AnnotateConfig(**values)
+config = annotate_config
 
 
 def entity_rows(output) -> list[tuple]:
@@ -124,27 +110,6 @@ def test_actor_plan_never_starves_reads():
         plan_actors(AnnotateConfig(input="i", output="o", gpus_per_actor=1), two_cpus, 2)
 
 
-@pytest.fixture
-def s3_server(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    import boto3
-
-    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="corpus")
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def test_s3_end_to_end(ray_local, tiny_bundle, tmp_path, s3_server):
     import pyarrow.fs as pafs
 
@@ -164,40 +129,12 @@ def test_s3_end_to_end(ray_local, tiny_bundle, tmp_path, s3_server):
     assert entity_rows("s3://corpus/out") == entity_rows(tmp_path / "local-out")
 
 
-def run_cli(args, **kwargs):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(
-        # --address local: a fresh Ray owned by this process group, never another instance.
-        [sys.executable, "-m", "openmed_ray.cli", "annotate", "--address", "local", *args],
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kwargs,
-    )
-
-
 def test_killed_run_resumes_to_exactly_once(tiny_bundle, tmp_path):
     # Enough documents that the kill lands mid-run even on an idle machine.
     docs = 6000
     corpus = write_corpus(tmp_path / "corpus", n=docs, files=4)
     out = tmp_path / "out"
-    args = [
-        "--input",
-        str(corpus),
-        "--output",
-        str(out),
-        "--adapters",
-        str(tiny_bundle),
-        "--docs-per-batch",
-        "50",
-        "--rows-per-file",
-        "100",
-        "--threads-per-actor",
-        "1",
-    ]
+    args = cli_args(corpus, out, tiny_bundle)
     process = run_cli(args)
     documents_dir = out / "documents"
     deadline = time.time() + 240
@@ -212,9 +149,16 @@ def test_killed_run_resumes_to_exactly_once(tiny_bundle, tmp_path):
     done_before = read_parts(str(out), DOCUMENTS).num_rows
     assert 0 < done_before < docs
 
-    resumed = run_cli([*args, "--resume"])
-    output, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, output
+    # Two --resume runs at once (a retried job beside a manual one): the killed run's claim
+    # is taken over by exactly one; the other is refused with the winner's run id.
+    racers = [run_cli([*args, "--resume"]), run_cli([*args, "--resume"])]
+    outputs = [racer.communicate(timeout=600)[0] for racer in racers]
+    codes = [racer.returncode for racer in racers]
+    assert sorted(codes) == [0, 2], outputs
+    winner = json.loads((out / "summary.json").read_text())
+    assert winner["claim"]["generation"] == 2 and winner["claim"]["taken_over_from"]
+    loser = outputs[codes.index(2)]
+    assert f"annotate run {winner['run_id']}" in loser, loser
     documents = read_parts(str(out), DOCUMENTS)
     ids = documents.column("doc_id").to_pylist()
     assert len(ids) == len(set(ids)) == docs

@@ -56,3 +56,18 @@ def test_bad_sweeps_fail_before_any_trial(ray_local, tiny_backbone, tiny_data_ro
             config(finetune={"dataset": "NoSuchSet", "backbone": str(tiny_backbone), "epochs": 2})
         )
     assert not (tmp_path / "bad" / "tune").exists()
+
+
+def test_a_sweep_storage_has_one_owner(ray_local, tiny_backbone, tiny_data_root, tmp_path):
+    from openmed_ray.config import ClaimConfig
+    from openmed_ray.io.claim import OutputClaimedError, acquire_claim
+
+    config = sweep_config(tiny_backbone, tiny_data_root, tmp_path / "sweep")
+    held = acquire_claim(
+        config.storage_uri, "sweep001", purpose="tune", takeover=False, config=ClaimConfig()
+    )
+    for resume in (False, True):
+        with pytest.raises(OutputClaimedError, match="owned by tune run sweep001"):
+            run_sweep(config.replace(resume=resume))
+    held.release()
+    assert not (tmp_path / "sweep" / "tune" / "sweep").exists()  # no trial ever started
