@@ -16,7 +16,8 @@ from openmed_ray.io.claim import (
 )
 from tests.conftest import claim_by_dead_process, start_claim_owner
 
-FAST = ClaimConfig(heartbeat_seconds=0.2, stale_after_seconds=1.0)
+# S3's LastModified has whole-second resolution, so a fresh heartbeat can look up to 1 s old.
+FAST = ClaimConfig(heartbeat_seconds=0.2, stale_after_seconds=2.0)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -43,13 +44,15 @@ def test_one_owner_then_free_after_release(location):
 def test_heartbeat_keeps_a_live_owner_and_a_frozen_one_is_fenced_out(location):
     import signal
 
-    owner = start_claim_owner(location, "run-a", heartbeat=0.2, stale=1.0)
+    owner = start_claim_owner(
+        location, "run-a", heartbeat=FAST.heartbeat_seconds, stale=FAST.stale_after_seconds
+    )
     try:
-        time.sleep(3 * FAST.stale_after_seconds)  # heartbeats keep coming
+        time.sleep(2 * FAST.stale_after_seconds)  # heartbeats keep coming
         with pytest.raises(OutputClaimedError, match="alive"):
             acquire_claim(location, "run-b", purpose="annotate", takeover=True, config=FAST)
         owner.send_signal(signal.SIGSTOP)  # frozen: alive, but no more heartbeats
-        time.sleep(FAST.stale_after_seconds + 1.5)  # S3 LastModified has 1 s resolution
+        time.sleep(FAST.stale_after_seconds + 1.5)
         state = read_claim(location)
         assert "heartbeat was" in (state.gone_reason(FAST.stale_after_seconds) or "")
         with pytest.raises(OutputClaimedError, match="stopped without releasing.*--resume"):
