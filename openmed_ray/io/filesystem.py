@@ -41,9 +41,15 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
 
 
-def _s3_filesystem() -> pafs.S3FileSystem:
+def _s3_endpoint_and_region() -> tuple[str | None, str]:
+    """The S3 endpoint override (None: AWS) and region from the standard AWS variables."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return endpoint or None, region
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    endpoint, region = _s3_endpoint_and_region()
     if endpoint:
         scheme = "http" if endpoint.startswith("http://") else "https"
         return pafs.S3FileSystem(
@@ -58,10 +64,9 @@ def s3fs_filesystem():
     as it is now."""
     import s3fs
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint, region = _s3_endpoint_and_region()
     fs = s3fs.S3FileSystem(
-        endpoint_url=endpoint or None,
+        endpoint_url=endpoint,
         client_kwargs={"region_name": region},
         # Fail within seconds when the endpoint is down; callers retry on their own terms.
         config_kwargs={"connect_timeout": 5, "retries": {"max_attempts": 2}},

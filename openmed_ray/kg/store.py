@@ -240,18 +240,17 @@ class GraphStore:
         write_exports(path)
         write_bytes_atomic(json.dumps(manifest, indent=2).encode(), path / MANIFEST)
         fault_point("before-switch")
-        if fence is not None:
-            try:
+        try:
+            if fence is not None:
                 fence.verify()
-            except ClaimLostError:
-                shutil.rmtree(path, ignore_errors=True)
-                raise
-        if self.pointer() != expected_pointer:
+            if self.pointer() != expected_pointer:
+                raise ConcurrentRunError(
+                    f"{self.root} was updated by another run while this one worked (now "
+                    f"{self.pointer()}); nothing was changed by this run: run it again"
+                )
+        except (ClaimLostError, ConcurrentRunError):
             shutil.rmtree(path, ignore_errors=True)
-            raise ConcurrentRunError(
-                f"{self.root} was updated by another run while this one worked (now "
-                f"{self.pointer()}); nothing was changed by this run: run it again"
-            )
+            raise
         write_bytes_atomic(f"{relative}\n".encode(), self.root / POINTER)
         self._point_latest(relative)
         self._cleanup(keep_states)
