@@ -147,6 +147,57 @@ def _run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train-relations
+def _add_train_relations(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "train-relations",
+        help="train a relation classifier (BC5CDR chemical-induced disease) on Ray Train",
+    )
+    parser.add_argument("--config", help="YAML with RelationTrainConfig fields; flags override it")
+    parser.add_argument("--dataset", help="relation benchmark (default BC5CDR-CID)")
+    parser.add_argument("--backbone", help="minilm, a Hugging Face id, or a local directory")
+    parser.add_argument("--output", help="run directory (bundle in OUTPUT/adapter)")
+    parser.add_argument("--name", help="bundle name recorded in the card (default: the task)")
+    method = parser.add_mutually_exclusive_group()
+    method.add_argument("--lora", dest="method", action="store_const", const="lora")
+    method.add_argument("--full", dest="method", action="store_const", const="full")
+    parser.add_argument("--lr", dest="learning_rate", type=float, help="encoder learning rate")
+    parser.add_argument("--head-lr", dest="head_learning_rate", type=float)
+    parser.add_argument("--batch-size", type=int, help="documents per step")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--patience", type=int)
+    parser.add_argument("--max-seconds", type=float, help="training time budget")
+    parser.add_argument("--max-train-documents", type=int)
+    parser.add_argument("--max-length", type=int, help="wordpieces per window (512)")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--gpus-per-worker", type=float)
+    parser.add_argument("--cpus-per-worker", type=float)
+    parser.add_argument("--threads-per-worker", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--data-root")
+    parser.add_argument("--resume", action="store_true", default=None)
+    _add_address(parser)
+    parser.set_defaults(handler=_run_train_relations)
+
+
+def _run_train_relations(args: argparse.Namespace) -> int:
+    from openmed_ray.config import RelationTrainConfig, load_with_overrides
+    from openmed_ray.train.relations import train_relations
+
+    config = load_with_overrides(RelationTrainConfig, args.config, vars(args))
+    ensure_ray(args.address)
+    result = train_relations(config, name=args.name)
+    metrics = result.card["metrics"]
+    print(
+        f"{result.card['dataset']}: dev F1 {metrics['dev']['f1']:.4f}, test F1 "
+        f"{metrics['test']['f1']:.4f} at threshold {result.card['threshold']:.3f} "
+        f"({result.card['method_label']}, {result.card['epochs_trained']} epochs, "
+        f"{result.card['train_seconds']} s)"
+    )
+    print(f"relation bundle: {result.bundle}")
+    return 0
+
+
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("evaluate", help="evaluate an adapter bundle on a benchmark split")
@@ -191,7 +242,7 @@ def _run_adapters(args: argparse.Namespace) -> int:
         f1 = f"{row['test_f1']:.4f}" if row["test_f1"] is not None else "-"
         print(
             f"{row['name']:<14} {row['dataset'] or '-':<15} {f1:>8} {row['method'] or '-':<22} "
-            f"{row['version'] or '-':<17} {', '.join(row['entity_types'])}"
+            f"{row['version'] or '-':<17} {row['types']}"
         )
     return 0
 
@@ -344,6 +395,18 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-count", type=int, help="exports keep edges seen this often")
     parser.add_argument("--min-score", type=float, help="ignore entities scored lower")
     parser.add_argument("--type-pairs", help="e.g. Chemical-Disease,Gene-Disease (default: any)")
+    parser.add_argument(
+        "--relations",
+        help="relation bundle (name or path, e.g. cid) scoring every candidate pair on Ray Data",
+    )
+    parser.add_argument(
+        "--relation-threads", type=int, help="torch threads per actor (default: its CPUs)"
+    )
+    parser.add_argument(
+        "--min-relation-score",
+        type=float,
+        help="exports keep scored pairs at least this likely (default: the bundle's threshold)",
+    )
     parser.add_argument(
         "--dictionary", action="append", help="extra TSV: string<TAB>id<TAB>type (repeatable)"
     )
@@ -503,6 +566,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--id-column", default="doc_id")
     parser.add_argument("--text-column", default="text")
+    parser.add_argument(
+        "--relations", help="a graph built with `kg --relations`: list each document's relations"
+    )
     parser.set_defaults(handler=_run_render)
 
 
@@ -517,10 +583,12 @@ def _run_render(args: argparse.Namespace) -> int:
         seed=args.seed,
         id_column=args.id_column,
         text_column=args.text_column,
+        relations_graph=args.relations,
     )
     counts = ", ".join(f"{k} {v['sample']}" for k, v in sorted(shown["labels"].items()))
     print(
         f"{args.html}: {shown['documents']} documents, {shown['entities_shown']} entities ({counts})"
+        + (f", {shown['relations_shown']} relations" if args.relations else "")
     )
     return 0
 
@@ -530,6 +598,7 @@ VERBS = (
     _add_export,
     _add_eval,
     _add_finetune,
+    _add_train_relations,
     _add_evaluate,
     _add_adapters,
     _add_annotate,

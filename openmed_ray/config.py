@@ -221,6 +221,71 @@ class FinetuneConfig(Config):
         return 5e-4 if self.method == "lora" else 5e-5
 
 
+@dataclasses.dataclass(frozen=True)
+class RelationTrainConfig(Config):
+    """Relation classifier training on a relation benchmark (documents with gold pairs)."""
+
+    dataset: str = "BC5CDR-CID"
+    backbone: str = "minilm"
+    output: str = "runs/relations"
+    method: str = "full"  # "full" fine-tuning, or "lora" (frozen backbone + LoRA + head)
+    lora: LoraConfig = dataclasses.field(
+        default_factory=lambda: LoraConfig(dropout=0.0, targets=("all-linear",))
+    )
+    learning_rate: float | None = None  # encoder; None: 5e-5 full, 5e-4 LoRA
+    head_learning_rate: float = 1e-3  # the pair head starts from scratch
+    batch_size: int = 4  # documents per step (global)
+    epochs: int = 20
+    patience: int = 4
+    max_seconds: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    dropout: float = 0.1
+    max_length: int = 512  # wordpieces per window, markers and special tokens included
+    overlap: int = 128
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    threads_per_worker: int | None = None
+    seed: int = 42
+    max_train_documents: int | None = None
+    eval_batch_size: int = 8  # documents
+    data_root: str | None = None
+    resume: bool = False
+
+    def validate(self) -> None:
+        require(self.method in ("lora", "full"), "method", f"'lora' or 'full', got {self.method!r}")
+        for name in ("batch_size", "epochs", "patience", "workers", "eval_batch_size"):
+            require(getattr(self, name) > 0, name, "must be > 0")
+        require(
+            self.batch_size >= self.workers,
+            "batch_size",
+            f"global batch {self.batch_size} is smaller than the {self.workers} workers",
+        )
+        require(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0")
+        require(
+            self.learning_rate is None or self.learning_rate > 0, "learning_rate", "must be > 0"
+        )
+        require(self.head_learning_rate > 0, "head_learning_rate", "must be > 0")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
+        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        require(self.gpus_per_worker >= 0, "gpus_per_worker", "must be >= 0")
+        require(self.max_length > self.overlap + 8, "max_length", "must exceed overlap + 8")
+        require(self.overlap >= 0, "overlap", "must be >= 0")
+        require(
+            self.max_train_documents is None or self.max_train_documents > 0,
+            "max_train_documents",
+            "must be > 0",
+        )
+
+    @property
+    def effective_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-4 if self.method == "lora" else 5e-5
+
+
 def _check_range(field: str, bounds: tuple, low_limit: float, high_limit: float | None) -> None:
     require(len(bounds) == 2, field, f"expects [low, high], got {list(bounds)}")
     low, high = bounds
@@ -584,6 +649,10 @@ class KGConfig(Config):
     cpus_per_actor: float = 0.5
     keep_states: int = 2  # graph versions kept on disk (the current one included)
     claim: ClaimConfig = dataclasses.field(default_factory=ClaimConfig)
+    relations: str = ""  # relation bundle (name or path) scoring candidate pairs; "" = none
+    relation_threads: int | None = None  # torch threads per actor; None: cpus_per_actor, >= 1
+    min_relation_score: float | None = None  # exports keep pairs scored this high; None: the
+    # bundle's dev-chosen threshold
 
     def validate(self) -> None:
         for name in ("entities", "documents", "graph"):
@@ -604,6 +673,21 @@ class KGConfig(Config):
         require(self.actors >= 1, "actors", "must be >= 1")
         require(self.cpus_per_actor > 0, "cpus_per_actor", "must be > 0")
         require(self.keep_states >= 2, "keep_states", "must be >= 2 (the current and previous)")
+        require(
+            self.min_relation_score is None or 0.0 <= self.min_relation_score <= 1.0,
+            "min_relation_score",
+            "must be in [0, 1]",
+        )
+        require(
+            self.relation_threads is None or self.relation_threads >= 1,
+            "relation_threads",
+            "must be >= 1",
+        )
+        require(
+            self.min_relation_score is None or bool(self.relations),
+            "min_relation_score",
+            "needs a relation bundle (relations / --relations)",
+        )
 
     @property
     def allowed_type_pairs(self) -> frozenset[tuple[str, str]] | None:

@@ -192,6 +192,15 @@ class SplitStats:
         return {"sentences": self.sentences, "tokens": self.tokens, "mentions": self.mentions}
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (cards record the data they were trained and tested on)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def count_mentions(tags: tuple[str, ...] | list[str]) -> int:
     """Mentions as seqeval counts them: B- tags plus any I- that follows O or another type."""
     return len(bio_to_spans(tags))
@@ -257,11 +266,7 @@ class Dataset:
         )
 
     def file_sha256(self, split: str) -> str:
-        digest = hashlib.sha256()
-        with self.path(split).open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(self.path(split))
 
     def to_dict(self, with_stats: bool = True) -> dict:
         item = {

@@ -20,13 +20,15 @@ DISEASES = ["asthma", "fever", "migraine", "anemia", "sepsis", "gout"]
 FILLER = ["the", "patient", "had", "was", "given", "after", "with", "severe", "and", "of", "a"]
 PUNCT = [".", ",", "(", ")", "-"]
 SUFFIX_PIECES = ["##s", "##ic", "##al"]
+MARKERS = ["*"]  # the relation models' entity marker
 
 
 def tiny_vocab() -> list[str]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
     pieces = ["##" + c for c in letters]
-    return specials + CHEMICALS + DISEASES + FILLER + PUNCT + SUFFIX_PIECES + letters + pieces
+    words = CHEMICALS + DISEASES + FILLER + PUNCT + SUFFIX_PIECES
+    return specials + words + letters + pieces + MARKERS
 
 
 def make_tiny_backbone(directory, layers: int = 2, hidden: int = 32):
@@ -86,6 +88,97 @@ def make_tiny_dataset(root, name: str = "NCBI-disease", sizes=(160, 40, 40), see
             lines += [f"{t}\t{g}" for t, g in zip(tokens, tags, strict=True)] + [""]
         (directory / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
+
+
+RELATION_FILES = {
+    "train": "CDR_TrainingSet.PubTator.txt",
+    "devel": "CDR_DevelopmentSet.PubTator.txt",
+    "test": "CDR_TestSet.PubTator.txt",
+}
+
+
+def synthetic_relation_document(rng: random.Random, pmid: str) -> list[str]:
+    """PubTator lines of a document whose CID pairs follow a rule a tiny model can learn:
+    a chemical induces a disease when the chemical is `given` and the disease `severe`
+    in one sentence; other pairs in the document (also cross-sentence) are negatives."""
+    chemicals = rng.sample(range(len(CHEMICALS)), 3)
+    diseases = rng.sample(range(len(DISEASES)), 3)
+    sentences, mentions, relations = [], [], set()
+    offset = len("t") + 1  # the title "t", then a space
+    for _ in range(rng.randint(2, 4)):
+        c, d = rng.choice(chemicals), rng.choice(diseases)
+        induced = rng.random() < 0.4
+        words = (
+            ["the", "patient", "was", "given", CHEMICALS[c], "and", "had", "severe", DISEASES[d]]
+            if induced
+            else ["the", "patient", "had", CHEMICALS[c], "with", "a", DISEASES[d]]
+        )
+        text = " ".join(words) + " ."
+        for word, kind, index in ((CHEMICALS[c], "Chemical", c), (DISEASES[d], "Disease", d)):
+            start = offset + text.index(word)
+            mentions.append(
+                f"{pmid}\t{start}\t{start + len(word)}\t{word}\t{kind}\tD{kind[0]}{index}"
+            )
+        if induced:
+            relations.add((f"DC{c}", f"DD{d}"))
+        sentences.append(text)
+        offset += len(text) + 1
+    lines = [f"{pmid}|t|t", f"{pmid}|a|{' '.join(sentences)}", *mentions]
+    lines += [f"{pmid}\tCID\t{c}\t{d}" for c, d in sorted(relations)]
+    return lines
+
+
+def make_tiny_relation_corpus(root, sizes=(60, 20, 20), seed: int = 0):
+    """<root>/normalization/BC5CDR/CDR_*.PubTator.txt with synthetic CID documents."""
+    rng = random.Random(seed)
+    directory = root / "normalization" / "BC5CDR"
+    directory.mkdir(parents=True, exist_ok=True)
+    pmid = 1000
+    for split, size in zip(RELATION_FILES, sizes, strict=True):
+        blocks = []
+        for _ in range(size):
+            pmid += 1
+            blocks.append("\n".join(synthetic_relation_document(rng, str(pmid))))
+        (directory / RELATION_FILES[split]).write_text("\n\n".join(blocks) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_relation_data_root(tmp_path_factory):
+    return make_tiny_relation_corpus(tmp_path_factory.mktemp("relation-data"))
+
+
+def tiny_relation_config(backbone, data_root, output, **changes):
+    from openmed_ray.config import RelationTrainConfig
+
+    values = dict(
+        backbone=str(backbone),
+        data_root=str(data_root),
+        output=str(output),
+        method="full",
+        learning_rate=3e-3,
+        head_learning_rate=3e-3,
+        batch_size=4,
+        epochs=8,
+        patience=8,
+        warmup_ratio=0.0,
+        dropout=0.0,
+        max_length=128,
+        overlap=32,
+        threads_per_worker=1,
+    )
+    values.update(changes)
+    return RelationTrainConfig.from_dict(values)
+
+
+@pytest.fixture(scope="session")
+def tiny_relation_bundle(tiny_backbone, tiny_relation_data_root, tmp_path_factory):
+    """A trained tiny CID relation bundle (in-process: fast)."""
+    from openmed_ray.train.relations import train_relations_local
+
+    output = tmp_path_factory.mktemp("relation-run")
+    config = tiny_relation_config(tiny_backbone, tiny_relation_data_root, output)
+    return train_relations_local(config, name="tiny-cid").bundle
 
 
 @pytest.fixture(scope="session")

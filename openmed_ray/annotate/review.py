@@ -132,6 +132,8 @@ mark.entity.off{background:none!important;padding:0;margin:0}
 mark.entity.off .ent-label{display:none}
 #legend label{display:inline-block;margin:0 1em 0.4em 0;padding:0.2em 0.5em;border-radius:0.3em}
 .crossing{font-size:0.85em;color:#555;line-height:1.4}
+.relations{font-size:0.9em;line-height:1.5;margin:0.5em 0 0 0;padding-left:1.2em}
+.relations .evidence{color:#444;font-style:italic}
 """
 
 _SCRIPT = """
@@ -153,6 +155,35 @@ window.addEventListener('hashchange',()=>{fromHash(); apply();});
 """
 
 
+def _relations_by_document(graph: str, ids: list[str]) -> dict[str, list[dict]]:
+    """The graph's exported relations of these documents, with their nodes' names."""
+    from openmed_ray.kg.store import load_graph, load_relations
+
+    nodes, _ = load_graph(graph)
+    name = dict(zip(*nodes.select(["node_id", "name"]).to_pydict().values(), strict=True))
+    table = load_relations(graph)
+    table = table.filter(pc.is_in(table["doc_id"], value_set=pa.array(ids, pa.string())))
+    out: dict[str, list[dict]] = defaultdict(list)
+    for row in table.to_pylist():
+        row["head_name"] = name.get(row["head"], row["head"])
+        row["tail_name"] = name.get(row["tail"], row["tail"])
+        out[row["doc_id"]].append(row)
+    return out
+
+
+def _render_relations(text: str, relations: list[dict]) -> str:
+    if not relations:
+        return ""
+    items = "".join(
+        f"<li><b>{html.escape(r['head_name'])}</b> {html.escape(r['relation'])} "
+        f"<b>{html.escape(r['tail_name'])}</b> ({r['score']:.3f}): "
+        f'<span class="evidence">{html.escape(text[r["evidence_start"] : r["evidence_end"]])}'
+        "</span></li>"
+        for r in sorted(relations, key=lambda r: -r["score"])
+    )
+    return f'<ul class="relations">{items}</ul>'
+
+
 def render_review(
     entities_output: str,
     corpus: str,
@@ -162,8 +193,12 @@ def render_review(
     seed: int = 0,
     id_column: str = "doc_id",
     text_column: str = "text",
+    relations_graph: str | None = None,
 ) -> dict[str, object]:
-    """Write the review page; returns what it shows (documents, per-label counts)."""
+    """Write the review page; returns what it shows (documents, per-label counts).
+
+    `relations_graph`: a graph built with `kg --relations`; each document then lists its
+    predicted relations (named by the graph's nodes) with their evidence sentence."""
     if sample < 1:
         raise OpenMedError(f"--sample must be >= 1, got {sample}")
     ids = sample_documents(entities_output, sample, seed)
@@ -184,9 +219,11 @@ def render_review(
         f'<span class="count">{shown[label]}</span> / {totals[label]}</label>'
         for label in sorted(colours)
     )
+    related = _relations_by_document(relations_graph, ids) if relations_graph else {}
     documents = []
     for doc_id in ids:
         body, crossing = _render_text(texts[doc_id], spans[doc_id], colours)
+        extra_relations = _render_relations(texts[doc_id], related.get(doc_id, []))
         extra = (
             '<div class="crossing">overlapping (not inline): '
             + "; ".join(
@@ -199,7 +236,8 @@ def render_review(
         )
         documents.append(
             f'<div class="doc" id="doc-{html.escape(doc_id)}"><h2>{html.escape(doc_id)} '
-            f'({len(spans[doc_id])} entities)</h2><div class="text">{body}</div>{extra}</div>'
+            f'({len(spans[doc_id])} entities)</h2><div class="text">{body}</div>{extra}'
+            f"{extra_relations}</div>"
         )
     page = (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>openmed-ray review</title>'
@@ -214,5 +252,6 @@ def render_review(
         "html": html_path,
         "documents": len(ids),
         "entities_shown": sum(shown.values()),
+        "relations_shown": sum(len(related.get(doc_id, [])) for doc_id in ids),
         "labels": {label: {"sample": shown[label], "total": totals[label]} for label in colours},
     }

@@ -1,7 +1,12 @@
 """Graph exports: Parquet, GraphML and `neo4j-admin database import` CSVs.
 
     export/nodes.parquet      node_id, label, name, mention_count, doc_count, sentence_count
-    export/edges.parquet      src, dst, level, pair_count, doc_count, npmi, examples
+    export/edges.parquet      src, dst, level, pair_count, doc_count, npmi, examples,
+                              relation, score, relation_doc_count, evidence_doc_id,
+                              evidence_start, evidence_end (null unless a relation bundle
+                              scored the pair)
+    export/relations.parquet  with a relation bundle: doc_id, head, tail, relation, score,
+                              evidence_start, evidence_end per document, score >= the minimum
     export/graph.graphml      undirected; one edge per (pair, level), so a pair seen at both
                               levels has two parallel edges
     export/neo4j/nodes.csv    node_id:ID, name, :LABEL (Entity;<type>), counts as :int
@@ -11,7 +16,8 @@
     neo4j-admin database import full --nodes=export/neo4j/nodes.csv \
         --relationships=export/neo4j/edges.csv neo4j
 
-Exports hold the edges with `pair_count >= min_count`; the state keeps every count.
+Exports hold the edges with `pair_count >= min_count` and, for the type pair a relation
+bundle scores, a relation scored at least `min_relation_score`; the state keeps everything.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ EDGE_ATTRIBUTES = [
     ("doc_count", "long"),
     ("npmi", "double"),
     ("examples", "string"),
+    ("relation", "string"),
+    ("score", "double"),
+    ("relation_doc_count", "long"),
+    ("evidence_doc_id", "string"),
+    ("evidence_start", "long"),
+    ("evidence_end", "long"),
 ]
 NEO4J_NODE_HEADER = [
     "node_id:ID",
@@ -57,6 +69,20 @@ NEO4J_EDGE_HEADER = [
     "doc_count:int",
     "npmi:float",
     "examples:string[]",
+    "relation",
+    "score:float",
+    "relation_doc_count:int",
+    "evidence_doc_id",
+    "evidence_start:int",
+    "evidence_end:int",
+]
+NEO4J_RELATION_COLUMNS = [
+    "relation",
+    "score",
+    "relation_doc_count",
+    "evidence_doc_id",
+    "evidence_start",
+    "evidence_end",
 ]
 EXAMPLE_SEPARATOR = ";"
 # Characters XML 1.0 cannot carry at all.
@@ -99,6 +125,8 @@ def write_graphml(path: Path, nodes: pa.Table, edges: pa.Table) -> None:
                 f"target={quoteattr(_xml_text(row['dst']))}>"
             )
             for name, _ in EDGE_ATTRIBUTES:
+                if row[name] is None:
+                    continue  # GraphML: an absent value, not an empty one
                 text = escape(_xml_text(_value(row[name])))
                 out.write(f'<data key="e_{name}">{text}</data>')
             out.write("</edge>\n")
@@ -137,15 +165,46 @@ def write_neo4j(directory: Path, nodes: pa.Table, edges: pa.Table) -> None:
                         row["doc_count"],
                         repr(row["npmi"]),
                         _value(row["examples"]),
+                        *("" if row[n] is None else row[n] for n in NEO4J_RELATION_COLUMNS),
                     ]
                 )
 
 
-def write_exports(state_dir: Path, nodes: pa.Table, edges: pa.Table, min_count: int) -> Path:
-    """Every export of one graph state into STATE/export; returns that directory."""
+def _drop_unrelated(edges: pa.Table, nodes: pa.Table, types: tuple[str, str]) -> pa.Table:
+    """Edges of the scored type pair whose relation fell below the minimum score go."""
+    label = dict(
+        zip(nodes.column("node_id").to_pylist(), nodes.column("label").to_pylist(), strict=True)
+    )
+    wanted = sorted(types)
+    keep = [
+        relation is not None or sorted((label.get(src), label.get(dst))) != wanted
+        for src, dst, relation in zip(
+            edges.column("src").to_pylist(),
+            edges.column("dst").to_pylist(),
+            edges.column("relation").to_pylist(),
+            strict=True,
+        )
+    ]
+    return edges.filter(pa.array(keep, pa.bool_()))
+
+
+def write_exports(
+    state_dir: Path,
+    nodes: pa.Table,
+    edges: pa.Table,
+    min_count: int,
+    relations: tuple[tuple[str, str], pa.Table] | None = None,
+) -> Path:
+    """Every export of one graph state into STATE/export; returns that directory.
+
+    `relations`: (the scored type pair, the per-document relations to export)."""
     directory = state_dir / EXPORT
     directory.mkdir(parents=True, exist_ok=True)
     edges = edges.filter(pc.greater_equal(edges.column("pair_count"), min_count))
+    if relations is not None:
+        types, per_document = relations
+        edges = _drop_unrelated(edges, nodes, types)
+        pq.write_table(per_document, directory / "relations.parquet")
     pq.write_table(nodes, directory / "nodes.parquet")
     pq.write_table(edges, directory / "edges.parquet")
     write_graphml(directory / "graph.graphml", nodes, edges)

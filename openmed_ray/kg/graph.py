@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from openmed_ray.kg.relations import RELATION_KEYS, RELATION_SCHEMA, attach_relations
+
 NODE_SCHEMA = pa.schema(
     [
         ("node_id", pa.string()),
@@ -70,6 +72,7 @@ SCHEMAS = {
     "surfaces": SURFACE_SCHEMA,
     "edges": EDGE_SCHEMA,
     "tiers": TIER_SCHEMA,
+    "relations": RELATION_SCHEMA,
     "documents": DOCUMENT_SCHEMA,
 }
 KEYS = {
@@ -77,13 +80,16 @@ KEYS = {
     "surfaces": ["node_id", "surface"],
     "edges": ["src", "dst", "level"],
     "tiers": ["tier"],
+    "relations": RELATION_KEYS,
 }
 COUNTS = {
     "nodes": ["mention_count", "doc_count", "sentence_count"],
     "surfaces": ["count"],
     "edges": ["pair_count", "doc_count"],
     "tiers": ["count"],
+    "relations": ["count"],
 }
+ADDITIVE_TABLES = ("nodes", "surfaces", "edges", "tiers", "relations")
 GraphTables = dict[str, pa.Table]
 
 
@@ -114,6 +120,11 @@ class CooccurrenceCounter:
         self.edges: dict[tuple[str, str, str], list] = {}
         self.tiers: Counter[str] = Counter()
         self.documents: list[tuple[str, int]] = []
+        self.relations: list[dict] = []
+
+    def add_relations(self, rows: Iterable[dict]) -> None:
+        """Scored candidate pairs of a document (see kg/relations.py)."""
+        self.relations.extend(rows)
 
     def _pairs(self, nodes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Edges among these (label, node_id) nodes: ordered by (label, id), types allowed."""
@@ -194,6 +205,9 @@ class CooccurrenceCounter:
             ),
             "tiers": pa.table(
                 {"tier": list(self.tiers), "count": list(self.tiers.values())}, schema=TIER_SCHEMA
+            ),
+            "relations": sort_table(
+                pa.Table.from_pylist(self.relations, schema=RELATION_SCHEMA), "relations"
             ),
             "documents": pa.table(
                 {
@@ -307,11 +321,11 @@ def add_tables(parts: Sequence[tuple[GraphTables, int]], examples: int) -> Graph
     recomputes them for the edges concerned (`smallest_examples`, `with_examples`).
     Documents are concatenated from the added parts."""
     result: GraphTables = {}
-    for name in ("nodes", "surfaces", "edges", "tiers"):
+    for name in ADDITIVE_TABLES:
         keys, counts = KEYS[name], COUNTS[name]
         signed = []
         for tables, sign in parts:
-            table = tables[name]
+            table = tables.get(name, SCHEMAS[name].empty_table())
             if table.num_rows:
                 columns = {c: table.column(c) for c in keys}
                 columns.update({c: pc.multiply(table.column(c), sign) for c in counts})
@@ -357,8 +371,10 @@ def npmi(pair: np.ndarray, first: np.ndarray, second: np.ndarray, units: np.ndar
     return np.where(p_xy >= 1.0, 1.0, value)
 
 
-def finalize(tables: GraphTables, documents: int, sentences: int) -> tuple[pa.Table, pa.Table]:
-    """Export-ready (nodes with names, edges with NPMI) from merged totals."""
+def finalize(
+    tables: GraphTables, documents: int, sentences: int, min_relation_score: float | None = None
+) -> tuple[pa.Table, pa.Table]:
+    """Export-ready (nodes with names, edges with NPMI and relation scores) from totals."""
     nodes = tables["nodes"].join(node_names(tables["surfaces"]), keys="node_id")
     nodes = sort_table(nodes.select(EXPORT_NODE_COLUMNS), "nodes")
     edges = tables["edges"]
@@ -378,4 +394,5 @@ def finalize(tables: GraphTables, documents: int, sentences: int) -> tuple[pa.Ta
         np.where(by_document, documents, sentences),
     )
     edges = edges.append_column("npmi", pa.array(values, pa.float64()))
-    return nodes, edges.select(EXPORT_EDGE_COLUMNS)
+    relations = tables.get("relations", RELATION_SCHEMA.empty_table())
+    return nodes, attach_relations(edges.select(EXPORT_EDGE_COLUMNS), relations, min_relation_score)

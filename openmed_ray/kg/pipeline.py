@@ -54,6 +54,13 @@ from openmed_ray.kg.partitions import (
     read_document_ids,
     read_entities,
 )
+from openmed_ray.kg.relations import (
+    RelationScorer,
+    RelationSpec,
+    check_entity_types,
+    exported_relations,
+    relation_spec,
+)
 from openmed_ray.kg.store import (
     STATE_DOCUMENT_SCHEMA,
     TABLES,
@@ -66,7 +73,7 @@ from openmed_ray.runtime import ensure_ray
 from openmed_ray.text.tokenize import sentence_spans
 
 log = logging.getLogger(__name__)
-PARTIAL_TABLES = ("nodes", "surfaces", "edges", "tiers", "documents")
+PARTIAL_TABLES = ("nodes", "surfaces", "edges", "tiers", "relations", "documents")
 # Partial tables merged on the driver at a time (bounds its memory on big runs).
 MERGE_EVERY = 64
 
@@ -92,10 +99,12 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def graph_settings(config: KGConfig, linker: Linker) -> dict[str, Any]:
+def graph_settings(
+    config: KGConfig, linker: Linker, relations: RelationSpec | None = None
+) -> dict[str, Any]:
     """Everything that shapes a contribution: a graph only merges runs with equal settings."""
     pairs = config.allowed_type_pairs
-    return {
+    settings = {
         "levels": sorted(config.levels),
         "type_pairs": sorted("-".join(p) for p in pairs) if pairs else [],
         "min_score": config.min_score,
@@ -106,6 +115,30 @@ def graph_settings(config: KGConfig, linker: Linker) -> dict[str, Any]:
         "tiers": sorted(config.linker.tiers),
         "label_types": dict(sorted(config.linker.label_map.items())),
     }
+    if relations is not None:  # absent otherwise, so graphs built before relations still match
+        settings["relations"] = {"bundle": relations.name, "version": relations.version}
+    return settings
+
+
+def check_relations(config: KGConfig) -> RelationSpec | None:
+    """The relation bundle, checked against the graph's type pairs before any work."""
+    if not config.relations:
+        return None
+    spec = relation_spec(config.relations)
+    allowed = config.allowed_type_pairs
+    if allowed is not None and tuple(sorted(spec.types)) not in allowed:
+        raise OpenMedError(
+            f"relations: bundle {spec.name} scores {'-'.join(spec.types)} pairs, which "
+            f"type_pairs {list(config.type_pairs)} excludes; add {'-'.join(spec.types)}"
+        )
+    return spec
+
+
+def relation_threshold(config: KGConfig, spec: RelationSpec | None) -> float | None:
+    """The export threshold: the configured one, else the bundle's dev-chosen one."""
+    if spec is None:
+        return None
+    return config.min_relation_score if config.min_relation_score is not None else spec.threshold
 
 
 class DocumentGraphWorker:
@@ -124,6 +157,8 @@ class DocumentGraphWorker:
         examples: int,
         min_score: float,
         label_map: dict[str, str],
+        relations: str | None = None,
+        relation_threads: int | None = None,
     ) -> None:
         import ray
 
@@ -152,6 +187,9 @@ class DocumentGraphWorker:
         self.id_column, self.text_column = id_column, text_column
         self.levels, self.allowed_pairs, self.examples = levels, allowed_pairs, examples
         self.label_map = label_map
+        self.scorer = (
+            RelationScorer(relations, threads=relation_threads) if relations is not None else None
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = pc.cast(batch.column(self.id_column), pa.string()).to_pylist()
@@ -169,10 +207,11 @@ class DocumentGraphWorker:
             for row in rows:
                 kind = entity_type(labels[row], self.label_map)
                 queries.append((surfaces[row], kind, defined.get(surfaces[row].strip())))
-            documents.append((partition, doc_id, sentences, rows))
+            documents.append((partition, doc_id, text, sentences, rows))
         links = iter(self.linker.link_many(queries))
         counters: dict[str, CooccurrenceCounter] = {}
-        for partition, doc_id, sentences, rows in documents:
+        linked = []
+        for partition, doc_id, text, sentences, rows in documents:
             mentions = []
             for row in rows:
                 link = next(links)
@@ -186,6 +225,11 @@ class DocumentGraphWorker:
                     self.levels, self.allowed_pairs, self.examples
                 )
             counter.add_document(doc_id, sentences, mentions)
+            linked.append((doc_id, text, sentences, mentions))
+        if self.scorer is not None and linked:
+            scored = self.scorer.score(linked)
+            for (partition, *_), rows in zip(documents, scored, strict=True):
+                counters[partition].add_relations(rows)
         rows_out: dict[str, list] = {"partition": [], **{n: [] for n in PARTIAL_TABLES}}
         for partition, counter in counters.items():
             rows_out["partition"].append(partition)
@@ -227,6 +271,7 @@ def derive_contributions(
     owners: pa.Table,
     entities: pa.Table,
     address: str | None = None,
+    relations: RelationSpec | None = None,
 ) -> dict[str, GraphTables]:
     """Run the Ray Data stage; one contribution (table set) per owning partition."""
     import ray
@@ -264,6 +309,8 @@ def derive_contributions(
             "examples": config.examples,
             "min_score": config.min_score,
             "label_map": config.linker.label_map,
+            "relations": relations.path if relations is not None else None,
+            "relation_threads": config.relation_threads or max(1, round(config.cpus_per_actor)),
         },
         compute=ActorPoolStrategy(size=config.actors),
         num_cpus=config.cpus_per_actor,
@@ -353,12 +400,15 @@ def build_graph(config: KGConfig, address: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     store = GraphStore(config.graph)
     linker = build_linker(config.linker)  # bad dictionaries and inputs fail before the claim
+    relations = check_relations(config)
     fs, discovered = discover_partitions(config.entities)
     run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     with acquire_claim(
         str(store.root), run_id, purpose="kg", takeover=True, config=config.claim
     ) as claim:
-        return _build_graph(config, store, claim, linker, fs, discovered, started, address)
+        return _build_graph(
+            config, store, claim, linker, relations, fs, discovered, started, address
+        )
 
 
 def _build_graph(
@@ -366,6 +416,7 @@ def _build_graph(
     store: GraphStore,
     claim: Claim,
     linker: Linker,
+    relations: RelationSpec | None,
     fs,
     discovered: list,
     started: float,
@@ -375,7 +426,7 @@ def _build_graph(
     pointer = store.pointer()
     state = store.current()
     manifest = state.manifest if state else None
-    settings = graph_settings(config, linker)
+    settings = graph_settings(config, linker, relations)
     partitions = {p.name: p for p in discovered}
     merged = (manifest or {}).get("partitions", {})
     known = {path: record for p in merged.values() for path, record in p["files"].items()}
@@ -387,7 +438,10 @@ def _build_graph(
         config.replace,
         config.rebuild,
     )
-    export_settings = {"min_count": config.min_count}
+    min_relation_score = relation_threshold(config, relations)
+    export_settings: dict[str, Any] = {"min_count": config.min_count}
+    if relations is not None:
+        export_settings["min_relation_score"] = min_relation_score
     if state is not None and not plan.work and manifest.get("export") == export_settings:
         log.info("graph %s is up to date (version %d)", store.root, state.version)
         summary = json.loads((state.path / "summary.json").read_text())
@@ -408,8 +462,14 @@ def _build_graph(
         len(plan.replaced),
         owners.num_rows,
     )
+    if relations is not None and entities is not None:
+        labels = pc.unique(entities.column("label")).to_pylist()
+        kinds = [entity_type(label, config.linker.label_map) for label in labels]
+        check_entity_types(relations, kinds, config.entities)
     contributions = (
-        derive_contributions(config, linker, owners, entities, address) if owners.num_rows else {}
+        derive_contributions(config, linker, owners, entities, address, relations)
+        if owners.num_rows
+        else {}
     )
     seen = [c["documents"].column("doc_id") for c in contributions.values()]
     _require_texts(
@@ -453,7 +513,7 @@ def _build_graph(
     )
     n_documents = all_documents.num_rows
     n_sentences = int(pc.sum(all_documents.column("n_sentences")).as_py() or 0)
-    nodes, edges = finalize(tables, n_documents, n_sentences)
+    nodes, edges = finalize(tables, n_documents, n_sentences, min_relation_score)
     history = [*(manifest or {}).get("history", [])][-49:]
     history.append(
         {
@@ -473,8 +533,15 @@ def _build_graph(
     }
 
     def exports(state_dir: Path) -> None:
-        export_dir = write_exports(state_dir, nodes, edges, config.min_count)
+        scored = (
+            (relations.types, exported_relations(tables["relations"], min_relation_score))
+            if relations is not None
+            else None
+        )
+        export_dir = write_exports(state_dir, nodes, edges, config.min_count, scored)
         summary = _summary(config, run_id, plan, new_manifest, nodes, edges, tables, skipped)
+        if relations is not None:
+            summary["relations"] = _relation_summary(relations, tables, min_relation_score)
         summary["version"] = int(state_dir.name[1:])
         summary["state"] = str(state_dir)
         summary["export"] = str(export_dir)
@@ -529,15 +596,41 @@ def _summary(config, run_id, plan, manifest, nodes, edges, tables, skipped) -> d
     }
 
 
+def _relation_summary(
+    spec: RelationSpec, tables: GraphTables, min_score: float | None
+) -> dict[str, Any]:
+    relations = tables["relations"]
+    scores = relations.column("score")
+    passing = relations.filter(pc.greater_equal(scores, min_score))
+    return {
+        "bundle": spec.name,
+        "version": spec.version,
+        "relation_types": list(spec.task.relations),
+        "min_score": min_score,
+        "scored_pairs": relations.num_rows,
+        "documents_with_pairs": len(pc.unique(relations.column("doc_id"))),
+        "pairs_at_or_above_min_score": passing.num_rows,
+        "documents_with_relations": len(pc.unique(passing.column("doc_id"))),
+    }
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("up_to_date"):
         return f"graph version {summary['version']} is up to date: nothing new to merge ({summary['state']})"
     partitions = summary["partitions"]
     linked = summary["linking"]["linked_share"]
+    relations = summary.get("relations")
+    scored = (
+        f"; {relations['bundle']} scored {relations['scored_pairs']} candidate pairs in "
+        f"{relations['documents_with_pairs']} documents, {relations['pairs_at_or_above_min_score']}"
+        f" at or above {relations['min_score']}"
+        if relations
+        else ""
+    )
     return (
         f"graph version {summary['version']}: merged {len(partitions['new'])} new and "
         f"{len(partitions['replaced'])} replaced partition(s) ({partitions['merged']} in total); "
         f"{summary['documents']} documents, {summary['nodes']} nodes, edges {summary['edges']}"
         f" ({summary['exported_edges']} exported), linked {linked if linked is not None else '-'}"
-        f" of {summary['mentions']} mentions; exports in {summary['export']}"
+        f" of {summary['mentions']} mentions{scored}; exports in {summary['export']}"
     )

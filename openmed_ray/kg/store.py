@@ -51,7 +51,7 @@ FAULT_POINTS = ("contributions-written", "state-partly-written", "before-switch"
 STATE_DOCUMENT_SCHEMA = pa.schema(
     [("doc_id", pa.string()), ("partition", pa.string()), ("n_sentences", pa.int64())]
 )
-TABLES = ("nodes", "surfaces", "edges", "tiers")
+TABLES = ("nodes", "surfaces", "edges", "tiers", "relations")
 
 
 class InjectedFault(RuntimeError):
@@ -167,7 +167,15 @@ def _write_tables(directory: Path, tables: dict[str, pa.Table], between: str | N
 
 
 def _read_tables(directory: Path, names: Sequence[str]) -> dict[str, pa.Table]:
-    return {name: pq.read_table(directory / f"{name}.parquet") for name in names}
+    tables = {}
+    for name in names:
+        path = directory / f"{name}.parquet"
+        # States and contributions written before relation scoring have no relations table.
+        if name == "relations" and not path.is_file():
+            tables[name] = SCHEMAS[name].empty_table()
+        else:
+            tables[name] = pq.read_table(path)
+    return tables
 
 
 class GraphStore:
@@ -293,10 +301,24 @@ class GraphStore:
                 run.rmdir()
 
 
-def load_graph(root: str | Path) -> tuple[pa.Table, pa.Table]:
-    """The current graph's exported (nodes, edges) tables."""
+def _export_dir(root: str | Path) -> Path:
     state = GraphStore(root).current()
     if state is None:
         raise OpenMedError(f"{root} holds no graph yet (no {POINTER} file)")
-    export = state.path / "export"
+    return state.path / "export"
+
+
+def load_graph(root: str | Path) -> tuple[pa.Table, pa.Table]:
+    """The current graph's exported (nodes, edges) tables."""
+    export = _export_dir(root)
     return pq.read_table(export / "nodes.parquet"), pq.read_table(export / "edges.parquet")
+
+
+def load_relations(root: str | Path) -> pa.Table:
+    """The current graph's exported per-document relations (built with --relations)."""
+    path = _export_dir(root) / "relations.parquet"
+    if not path.is_file():
+        raise OpenMedError(
+            f"{root}: the current graph has no relations; build it with `kg --relations BUNDLE`"
+        )
+    return pq.read_table(path)

@@ -123,7 +123,13 @@ def identify_adapter(spec: str, precision: str = "fp32", runtime: str = "torch")
             f"{', '.join(sorted(entries)) or 'none'}), not an adapter bundle directory, and not "
             "a Hugging Face token-classification model directory"
         ) from None
-    name = spec if spec in entries else (read_card(directory).get("name") or directory.name)
+    card = read_card(directory)
+    if card.get("task") == "relation":
+        raise UnknownAdapterError(
+            f"{spec!r} is a relation bundle ({directory}), not an NER adapter: it scores entity "
+            "pairs in `openmed-ray kg --relations`"
+        )
+    name = spec if spec in entries else (card.get("name") or directory.name)
     weights = bundle_version(directory)
     return AdapterIdentity(name, weights + suffix, directory, "bundle", weights)
 

@@ -71,6 +71,7 @@ def save_bundle(
     *,
     backbone_spec: str,
     save_dtype: str = "float32",
+    labels_scheme: str = "IOB2",
 ) -> str:
     """Write a bundle atomically (into a temporary sibling, then renamed); returns its version."""
     directory = Path(directory)
@@ -97,7 +98,9 @@ def save_bundle(
     if dtype != torch.float32:
         for path in weights:
             _cast_file(path, dtype)
-    (staging / LABELS_FILE).write_text(json.dumps({"labels": labels, "scheme": "IOB2"}, indent=2))
+    (staging / LABELS_FILE).write_text(
+        json.dumps({"labels": labels, "scheme": labels_scheme}, indent=2)
+    )
     version = bundle_version(staging)
     card = {**card, "version": version, "backbone": backbone_spec, "save_dtype": save_dtype}
     (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False))
@@ -145,25 +148,45 @@ def load_bundle(
             f"{directory} is not an adapter bundle: it needs {HEAD_FILE} and {LABELS_FILE}"
         )
     card = read_card(directory)
-    labels = json.loads((directory / LABELS_FILE).read_text())["labels"]
-    backbone_spec = backbone or card.get("backbone")
-    if not backbone_spec:
-        raise BundleError(f"{directory}/{CARD_FILE} does not name its backbone; pass backbone=")
-    if (directory / ENCODER_DIR).is_dir():
-        encoder = load_encoder(directory / ENCODER_DIR).float()
-    else:
-        from peft import PeftModel
-
-        base = load_encoder(resolve_backbone(backbone_spec))
-        encoder = PeftModel.from_pretrained(base, str(directory))
+    if card.get("task") == "relation":
+        raise BundleError(
+            f"{directory} is a relation bundle ({card.get('name')}: "
+            f"{card.get('relation_task', {}).get('name')}), not an NER adapter; use it with "
+            "`openmed-ray kg --relations`"
+        )
+    labels = read_labels(directory)
+    encoder, backbone_spec = load_bundle_encoder(directory, card, backbone)
     model = TokenClassifier(encoder, len(labels))
-    head = {k.split(".", 1)[1]: v.float() for k, v in load_file(str(directory / HEAD_FILE)).items()}
-    model.classifier.load_state_dict(head)
+    model.classifier.load_state_dict(load_head(directory))
     if merge:
         model.merge_lora()
     model.float().eval()
     tokenizer = load_tokenizer(resolve_backbone(backbone_spec))
     return Bundle(directory, model, tokenizer, labels, card, bundle_version(directory))
+
+
+def read_labels(directory: str | Path) -> list[str]:
+    return json.loads((Path(directory) / LABELS_FILE).read_text())["labels"]
+
+
+def load_bundle_encoder(
+    directory: Path, card: dict[str, Any], backbone: str | None = None
+) -> tuple[torch.nn.Module, str]:
+    """(encoder with the bundle's LoRA or full weights, backbone spec) of a bundle."""
+    backbone_spec = backbone or card.get("backbone")
+    if not backbone_spec:
+        raise BundleError(f"{directory}/{CARD_FILE} does not name its backbone; pass backbone=")
+    if (directory / ENCODER_DIR).is_dir():
+        return load_encoder(directory / ENCODER_DIR).float(), backbone_spec
+    from peft import PeftModel
+
+    base = load_encoder(resolve_backbone(backbone_spec))
+    return PeftModel.from_pretrained(base, str(directory)), backbone_spec
+
+
+def load_head(directory: Path) -> dict[str, torch.Tensor]:
+    """The head's weights, without their module prefix, as float32."""
+    return {k.split(".", 1)[1]: v.float() for k, v in load_file(str(directory / HEAD_FILE)).items()}
 
 
 def update_card(directory: str | Path, **fields: Any) -> dict[str, Any]:
@@ -177,6 +200,8 @@ def update_card(directory: str | Path, **fields: Any) -> dict[str, Any]:
 
 def render_card_markdown(card: dict[str, Any]) -> str:
     """A human-readable model card from card.json."""
+    if card.get("task") == "relation":
+        return render_relation_card_markdown(card)
     lines = [f"# {card.get('name', 'adapter')}: {card.get('dataset', '')} NER adapter", ""]
     lines.append(
         f"- backbone: `{card.get('backbone')}`; method: {card.get('method_label', card.get('method'))}"
@@ -221,7 +246,12 @@ def render_card_markdown(card: dict[str, Any]) -> str:
             + ", ".join(f"{d}: {c}" for d, c in choice["candidates"].items()),
             f"- dev F1 by configuration: {dev_by_config}",
         ]
-    lines += [
+    return "\n".join(lines + _card_appendix(card))
+
+
+def _card_appendix(card: dict[str, Any]) -> list[str]:
+    """The hyperparameters and provenance blocks every card ends with."""
+    return [
         "",
         "## Hyperparameters",
         "",
@@ -229,8 +259,6 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         json.dumps(card.get("hyperparameters", {}), indent=2),
         "```",
         "",
-    ]
-    lines += [
         "## Provenance",
         "",
         "```json",
@@ -238,7 +266,32 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
+
+
+def render_relation_card_markdown(card: dict[str, Any]) -> str:
+    task = card.get("relation_task", {})
+    lines = [
+        f"# {card.get('name', 'relations')}: {card.get('dataset', '')} relation classifier",
+        "",
+        f"- task: {', '.join(task.get('relations', []))} from {task.get('head_type')} to "
+        f"{task.get('tail_type')}; labels: {', '.join(card.get('labels', []))}",
+        f"- backbone: `{card.get('backbone')}`; method: {card.get('method_label')}; "
+        f"version: `{card.get('version')}`",
+        f"- score threshold (chosen on dev): {card.get('threshold')}",
+        f"- epochs: {card.get('epochs_trained')} (best dev epoch {card.get('best_epoch')}); "
+        f"training seconds: {card.get('train_seconds')}",
+        "",
+        "## Document-level pairs (gold mentions, the card's threshold)",
+        "",
+        "| split | precision | recall | F1 | predicted | gold |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for split, metrics in card.get("metrics", {}).items():
+        lines.append(
+            f"| {split} | {metrics['precision']:.4f} | {metrics['recall']:.4f} | "
+            f"{metrics['f1']:.4f} | {metrics['predicted']} | {metrics['gold']} |"
+        )
+    return "\n".join(lines + _card_appendix(card))
 
 
 def export_transformers(bundle: Bundle, directory: str | Path) -> Path:

@@ -86,14 +86,27 @@ def list_adapters() -> list[dict[str, Any]]:
     for name, path in sorted(catalog_entries().items()):
         card = read_card(path)
         test = card.get("metrics", {}).get("test", {})
+        relation = card.get("relation_task") if card.get("task") == "relation" else None
+        types = (
+            [relation["head_type"], relation["tail_type"]]
+            if relation
+            else card.get("entity_types", [])
+        )
         rows.append(
             {
                 "name": name,
+                "task": "relation" if relation else "ner",
+                "relations": relation["relations"] if relation else [],
                 "path": str(path),
                 "dataset": card.get("dataset"),
                 "backbone": card.get("backbone"),
                 "method": card.get("method_label", card.get("method")),
-                "entity_types": card.get("entity_types", []),
+                "entity_types": types,
+                "types": (
+                    f"{' -> '.join(types)} ({', '.join(relation['relations'])})"
+                    if relation
+                    else ", ".join(types)
+                ),
                 "test_f1": test.get("f1"),
                 "test_precision": test.get("precision"),
                 "test_recall": test.get("recall"),

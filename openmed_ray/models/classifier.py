@@ -14,7 +14,22 @@ from torch import nn
 from openmed_ray.config import LoraConfig
 
 
-class TokenClassifier(nn.Module):
+class EncoderWithHead(nn.Module):
+    """An encoder (plain or LoRA-wrapped) with a task head beside it."""
+
+    encoder: nn.Module
+
+    @property
+    def is_lora(self) -> bool:
+        return hasattr(self.encoder, "peft_config")
+
+    def merge_lora(self) -> None:
+        """Fold LoRA into the encoder weights: same outputs, no adapter overhead at inference."""
+        if self.is_lora:
+            self.encoder = self.encoder.merge_and_unload()
+
+
+class TokenClassifier(EncoderWithHead):
     def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = encoder
@@ -26,15 +41,6 @@ class TokenClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.classifier(self.dropout(hidden))
-
-    @property
-    def is_lora(self) -> bool:
-        return hasattr(self.encoder, "peft_config")
-
-    def merge_lora(self) -> None:
-        """Fold LoRA into the encoder weights: same outputs, no adapter overhead at inference."""
-        if self.is_lora:
-            self.encoder = self.encoder.merge_and_unload()
 
     def head_state(self) -> dict[str, torch.Tensor]:
         return {f"classifier.{k}": v for k, v in self.classifier.state_dict().items()}
@@ -82,7 +88,14 @@ def build_classifier(
     gradient_checkpointing: bool = False,
 ) -> TokenClassifier:
     """A fresh classifier; with `lora` the encoder is frozen and only LoRA + head train."""
-    encoder = load_encoder(backbone_dir)
+    encoder = adapt_encoder(load_encoder(backbone_dir), lora, gradient_checkpointing)
+    return TokenClassifier(encoder, num_labels, head_dropout)
+
+
+def adapt_encoder(
+    encoder: nn.Module, lora: LoraConfig | None, gradient_checkpointing: bool = False
+) -> nn.Module:
+    """The encoder ready to train: LoRA-wrapped (base frozen) when `lora` is given."""
     if gradient_checkpointing:
         encoder.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -99,7 +112,7 @@ def build_classifier(
             bias="none",
         )
         encoder = get_peft_model(encoder, peft_config)
-    return TokenClassifier(encoder, num_labels, head_dropout)
+    return encoder
 
 
 def trainable_state(model: TokenClassifier) -> dict[str, torch.Tensor]:

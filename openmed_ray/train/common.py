@@ -6,16 +6,23 @@ Fine-tuning (token classification) and DAPT (masked LM) both build on these.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from openmed_ray.errors import OpenMedError
 from openmed_ray.runtime import require_resources
+
+log = logging.getLogger(__name__)
 
 
 def set_torch_threads(threads_per_worker: int | None, workers: int) -> int:
@@ -30,18 +37,29 @@ def unwrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; biases and LayerNorm weights get no weight decay."""
-    decay, no_decay = [], []
+def adamw(
+    model: torch.nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    learning_rate_by_prefix: dict[str, float] | None = None,
+) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; biases and LayerNorm weights get no weight decay.
+
+    `learning_rate_by_prefix` gives parameters whose name starts with a prefix their own rate
+    (a head trained from scratch next to a pre-trained encoder).
+    """
+    rates = dict(learning_rate_by_prefix or {})
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
+        rate = next((r for prefix, r in rates.items() if name.startswith(prefix)), learning_rate)
+        decay = 0.0 if parameter.ndim < 2 or "LayerNorm" in name else weight_decay
+        groups.setdefault((rate, decay), []).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": rate, "weight_decay": decay} for (rate, decay), ps in groups.items()],
+        lr=learning_rate,
+    )
 
 
 def warmup_cosine(
@@ -56,6 +74,205 @@ def warmup_cosine(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# A training checkpoint: the loop state, the latest weights (to resume) and the best-dev
+# weights (to keep), and the optimizer with its schedule.
+STATE_FILE = "state.json"
+LATEST_WEIGHTS = "latest.safetensors"
+BEST_WEIGHTS = "best.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+PROGRESS_SECONDS = 60.0  # a training-progress log line at most this often
+
+
+def new_training_state(**fields: Any) -> dict[str, Any]:
+    """The loop state every epoch updates (epoch, best dev score, early-stopping counters)."""
+    return {
+        "epoch": 0,
+        "best_dev_f1": -1.0,
+        "best_epoch": 0,
+        "epochs_without_gain": 0,
+        "history": [],
+        "stopped_early": False,
+        "capped": False,
+        "elapsed_seconds": 0.0,
+        **fields,
+    }
+
+
+def record_epoch(
+    state: dict[str, Any],
+    dev_f1: float,
+    epoch_seconds: float,
+    *,
+    patience: int,
+    epochs: int,
+    max_seconds: float | None,
+) -> bool:
+    """Count one finished epoch: best score, patience, time budget. True if dev improved."""
+    state["epoch"] += 1
+    improved = dev_f1 > state["best_dev_f1"]
+    if improved:
+        state.update(best_dev_f1=dev_f1, best_epoch=state["epoch"], epochs_without_gain=0)
+    else:
+        state["epochs_without_gain"] += 1
+    state["stopped_early"] = state["epochs_without_gain"] >= patience
+    state["elapsed_seconds"] += epoch_seconds
+    if max_seconds is not None and state["epoch"] < epochs:
+        # Stop when another epoch of the same length would overrun the budget.
+        state["capped"] = state["elapsed_seconds"] + epoch_seconds > max_seconds
+    return improved
+
+
+def training_finished(state: dict[str, Any], epochs: int) -> bool:
+    return state["epoch"] >= epochs or state["stopped_early"] or state["capped"]
+
+
+def checkpoint_writer(
+    latest: dict[str, torch.Tensor],
+    best: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> Callable[[Path], None]:
+    """A writer of this epoch's checkpoint (values captured now, written where asked)."""
+    snapshot = json.loads(json.dumps(state))
+    optimizer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+    def write(directory: Path) -> None:
+        save_file({k: v.contiguous() for k, v in latest.items()}, str(directory / LATEST_WEIGHTS))
+        save_file({k: v.contiguous() for k, v in best.items()}, str(directory / BEST_WEIGHTS))
+        torch.save(optimizer_state, directory / OPTIMIZER_FILE)
+        (directory / STATE_FILE).write_text(json.dumps(snapshot, indent=2))
+
+    return write
+
+
+def read_checkpoint(
+    directory: Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """(state, latest weights, best weights, optimizer state) of a checkpoint directory."""
+    state = json.loads((directory / STATE_FILE).read_text())
+    latest = load_file(str(directory / LATEST_WEIGHTS))
+    best = load_file(str(directory / BEST_WEIGHTS))
+    optimizer_state = torch.load(directory / OPTIMIZER_FILE, weights_only=False)
+    return state, latest, best, optimizer_state
+
+
+def restore_training(session, model: torch.nn.Module):
+    """(state, best weights, optimizer state) from the session's checkpoint, with the latest
+    weights loaded into `model`; (None, None, None) on a fresh start."""
+    with session.restored_checkpoint() as checkpoint_dir:
+        if checkpoint_dir is None:
+            return None, None, None
+        state, latest_weights, best_weights, optimizer_state = read_checkpoint(checkpoint_dir)
+    model.load_state_dict(latest_weights, strict=False)
+    log.info("resuming after epoch %d (best dev F1 %.4f)", state["epoch"], state["best_dev_f1"])
+    return state, best_weights, optimizer_state
+
+
+def load_optimizer_state(optimizer, scheduler, optimizer_state: dict[str, Any] | None) -> None:
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state["optimizer"])
+        scheduler.load_state_dict(optimizer_state["scheduler"])
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, scheduler, scaler) -> float:
+    """Backward (scaled for fp16 on GPU), step, schedule; returns the loss as a float."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return float(loss.detach())
+
+
+class EpochProgress:
+    """Counts an epoch's steps and logs a progress line at most every PROGRESS_SECONDS."""
+
+    def __init__(self, epoch: int, steps: int, rank: int) -> None:
+        self.epoch, self.steps, self.rank = epoch, steps, rank
+        self.started = self.last = time.perf_counter()
+        self.batches, self.total_loss = 0, 0.0
+
+    def add(self, loss: float) -> None:
+        self.batches += 1
+        self.total_loss += loss
+        if self.rank == 0 and time.perf_counter() - self.last > PROGRESS_SECONDS:
+            self.last = time.perf_counter()
+            log.info(
+                "epoch %d: step %d/%d, loss %.4f, %.2f s/step",
+                self.epoch + 1,
+                self.batches,
+                self.steps,
+                self.mean_loss,
+                (self.last - self.started) / self.batches,
+            )
+
+    @property
+    def mean_loss(self) -> float:
+        return self.total_loss / max(1, self.batches)
+
+
+def finish_epoch(
+    state: dict[str, Any],
+    session,
+    progress: EpochProgress,
+    train_seconds: float,
+    dev_f1: float,
+    dev_metrics: dict[str, Any],
+    trainable: Callable[[], dict[str, torch.Tensor]],
+    best_weights: dict[str, torch.Tensor],
+    optimizer,
+    scheduler,
+    *,
+    patience: int,
+    epochs: int,
+    max_seconds: float | None,
+) -> tuple[bool, dict[str, torch.Tensor]]:
+    """Record the epoch (early stopping, time budget), report its metrics with a checkpoint
+    and log it. Returns (dev improved, the best weights so far)."""
+    import numpy as np
+
+    losses = session.all_gather(progress.mean_loss)
+    improved = record_epoch(
+        state,
+        dev_f1,
+        time.perf_counter() - progress.started,
+        patience=patience,
+        epochs=epochs,
+        max_seconds=max_seconds,
+    )
+    if improved:
+        best_weights = trainable()
+    metrics = {
+        "epoch": state["epoch"],
+        "train_loss": float(np.mean(losses)),
+        **dev_metrics,
+        "dev_f1": dev_f1,
+        "best_dev_f1": state["best_dev_f1"],
+        "best_epoch": state["best_epoch"],
+        "learning_rate": scheduler.get_last_lr()[0],
+        "epoch_seconds": round(time.perf_counter() - progress.started, 2),
+        "train_seconds": round(train_seconds, 2),
+        "stopped_early": state["stopped_early"],
+        "capped": state["capped"],
+    }
+    state["history"].append(metrics)
+    session.report(
+        metrics, checkpoint_writer(trainable(), best_weights, state, optimizer, scheduler)
+    )
+    if session.rank == 0:
+        log.info(
+            "epoch %d: loss %.4f dev F1 %.4f (best %.4f @ %d) %.1fs",
+            state["epoch"],
+            metrics["train_loss"],
+            dev_f1,
+            state["best_dev_f1"],
+            state["best_epoch"],
+            metrics["epoch_seconds"],
+        )
+    return improved, best_weights
 
 
 def check_worker_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
@@ -117,6 +334,81 @@ def fit_torch_trainer(
     if result.checkpoint is None:
         raise OpenMedError(f"training produced no checkpoint; see the Ray logs under {storage}")
     return result
+
+
+def train_on_ray(
+    loop: Callable[[dict[str, Any]], None],
+    config: Any,
+    run_name: str,
+    load_best: Callable[[Path], torch.nn.Module],
+) -> tuple[Path, torch.nn.Module, dict[str, Any], float]:
+    """Run a training loop on Ray Train for a config with output, resume and worker fields:
+    (output directory, the best-dev model, the final loop state, wall seconds)."""
+    from openmed_ray.runtime import ensure_ray
+
+    output = Path(config.output).expanduser().resolve()
+    storage = run_storage(output, run_name, config.resume)
+    ensure_ray()
+    check_worker_resources(config.workers, config.cpus_per_worker, config.gpus_per_worker)
+    started = time.perf_counter()
+    result = fit_torch_trainer(
+        loop,
+        config.to_dict(),
+        workers=config.workers,
+        cpus_per_worker=config.cpus_per_worker,
+        gpus_per_worker=config.gpus_per_worker,
+        storage=storage,
+        run_name=run_name,
+    )
+    wall_seconds = time.perf_counter() - started
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        state = json.loads((Path(checkpoint_dir) / STATE_FILE).read_text())
+        model = load_best(Path(checkpoint_dir))
+    return output, model, state, wall_seconds
+
+
+def train_in_process(
+    loop: Callable[[Any, Any], dict[str, Any]],
+    config: Any,
+    load_best: Callable[[Path], torch.nn.Module],
+) -> tuple[Path, torch.nn.Module, dict[str, Any], float]:
+    """The same loop in this process (OUTPUT/checkpoint), without Ray: same return values."""
+    from openmed_ray.train.session import LocalSession
+
+    output = Path(config.output).expanduser().resolve()
+    session = LocalSession(output / "checkpoint", resume=config.resume)
+    started = time.perf_counter()
+    state = loop(config, session)
+    return output, load_best(session.checkpoint_dir), state, time.perf_counter() - started
+
+
+def run_card_fields(
+    config: Any, state: dict[str, Any], wall_seconds: float, model: torch.nn.Module
+) -> dict[str, Any]:
+    """What every trained bundle's card says of its run: hyperparameters, epochs, timings,
+    size, history, library versions."""
+    from openmed_ray.models.classifier import count_parameters
+
+    history = state["history"]
+    train_seconds = round(sum(h["epoch_seconds"] for h in history), 1)
+    trainable, total = count_parameters(model)
+    excluded = ("output", "data_root", "resume")
+    return {
+        "hyperparameters": {k: v for k, v in config.to_dict().items() if k not in excluded},
+        "epochs_trained": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "stopped_early": state["stopped_early"],
+        "capped_by_time_budget": state.get("capped", False),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": round(train_seconds / max(1, len(history)), 1),
+        "wall_seconds": round(wall_seconds, 1),
+        "workers": config.workers,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "history": history,
+        "versions": library_versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def library_versions() -> dict[str, str]:

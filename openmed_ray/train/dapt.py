@@ -26,12 +26,12 @@ from openmed_ray.models.classifier import count_parameters
 from openmed_ray.models.masked_lm import MaskedLM, lora_disabled, perplexity
 from openmed_ray.runtime import ensure_ray
 from openmed_ray.train.common import (
+    STATE_FILE,
     check_worker_resources,
     fit_torch_trainer,
     library_versions,
     run_storage,
 )
-from openmed_ray.train.loop import STATE_FILE
 from openmed_ray.train.mlm_loop import build_initial_model, load_trainable, ray_dapt_loop_per_worker
 
 log = logging.getLogger(__name__)

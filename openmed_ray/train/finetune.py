@@ -7,11 +7,9 @@ OUTPUT/finetune.json   config, per-epoch history, dev and test metrics
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,19 +18,15 @@ from openmed_ray.config import FinetuneConfig
 from openmed_ray.io.filesystem import write_bytes_atomic
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.bundle import save_bundle
-from openmed_ray.models.classifier import count_parameters
-from openmed_ray.runtime import ensure_ray
 from openmed_ray.text.windows import WindowSpec
 from openmed_ray.train.common import (
-    check_worker_resources,
-    fit_torch_trainer,
-    library_versions,
-    run_storage,
+    run_card_fields,
+    train_in_process,
+    train_on_ray,
 )
 from openmed_ray.train.data import check_splits
 from openmed_ray.train.evaluate import compare_decodings
 from openmed_ray.train.loop import (
-    STATE_FILE,
     load_best_model,
     load_splits,
     ray_train_loop_per_worker,
@@ -70,39 +64,24 @@ def preflight(config: FinetuneConfig) -> list[str]:
 def finetune(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
     """Train with Ray Train, keep the best dev epoch, evaluate dev and test once, write a bundle."""
     labels = preflight(config)
-    output = Path(config.output).expanduser().resolve()
-    storage = run_storage(output, RUN_NAME, config.resume)
-    ensure_ray()
-    check_worker_resources(config.workers, config.cpus_per_worker, config.gpus_per_worker)
-    started = time.perf_counter()
-    result = fit_torch_trainer(
+    output, model, state, wall_seconds = train_on_ray(
         ray_train_loop_per_worker,
-        config.to_dict(),
-        workers=config.workers,
-        cpus_per_worker=config.cpus_per_worker,
-        gpus_per_worker=config.gpus_per_worker,
-        storage=storage,
-        run_name=RUN_NAME,
+        config,
+        RUN_NAME,
+        lambda checkpoint: load_best_model(config, checkpoint, labels),
     )
-    wall_seconds = time.perf_counter() - started
-    with result.checkpoint.as_directory() as checkpoint_dir:
-        state = json.loads((Path(checkpoint_dir) / STATE_FILE).read_text())
-        model = load_best_model(config, checkpoint_dir, labels)
     return write_outputs(config, name, output, model, labels, state, wall_seconds)
 
 
 def finetune_local(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
     """The same loop and outputs in this process, without Ray (notebooks, tests, debugging)."""
     from openmed_ray.train.loop import run_finetune_loop
-    from openmed_ray.train.session import LocalSession
 
     labels = preflight(config)
-    output = Path(config.output).expanduser().resolve()
-    session = LocalSession(output / "checkpoint", resume=config.resume)
-    started = time.perf_counter()
-    state = run_finetune_loop(config, session)
-    model = load_best_model(config, session.checkpoint_dir, labels)
-    return write_outputs(config, name, output, model, labels, state, time.perf_counter() - started)
+    output, model, state, wall_seconds = train_in_process(
+        run_finetune_loop, config, lambda checkpoint: load_best_model(config, checkpoint, labels)
+    )
+    return write_outputs(config, name, output, model, labels, state, wall_seconds)
 
 
 def write_outputs(
@@ -140,9 +119,6 @@ def write_outputs(
             **{method: _prf(report) for method, report in reports.items()},
             **compared,
         }
-    trainable, total = count_parameters(model)
-    history = state["history"]
-    train_seconds = round(sum(h["epoch_seconds"] for h in history), 1)
     card = {
         "name": name or dataset.name.lower(),
         "dataset": dataset.name,
@@ -151,25 +127,10 @@ def write_outputs(
         "method": config.method,
         "method_label": method_label(config),
         "decoding": config.decoding,
-        "hyperparameters": {
-            k: v for k, v in config.to_dict().items() if k not in ("output", "data_root", "resume")
-        },
         "metrics": metrics,
         "decoding_comparison": decoding_comparison,
-        "epochs_trained": state["epoch"],
-        "best_epoch": state["best_epoch"],
-        "stopped_early": state["stopped_early"],
-        "capped_by_time_budget": state.get("capped", False),
-        "train_seconds": train_seconds,
-        "seconds_per_epoch": round(train_seconds / max(1, len(history)), 1),
-        "wall_seconds": round(wall_seconds, 1),
-        "workers": config.workers,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "history": history,
+        **run_card_fields(config, state, wall_seconds, model),
         "data_files": {split: dataset.file_sha256(split) for split in ("train", "devel", "test")},
-        "versions": library_versions(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     bundle_dir = output / "adapter"
     version = save_bundle(

@@ -7,16 +7,14 @@ checkpoint carries the latest state (to resume) and the best-dev weights (to kee
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from openmed_ray.config import FinetuneConfig
 from openmed_ray.datasets import require_dataset
@@ -27,17 +25,24 @@ from openmed_ray.models.classifier import TokenClassifier, build_classifier, tra
 from openmed_ray.models.inference import sentence_log_probs
 from openmed_ray.text.decoding import BioDecoder
 from openmed_ray.text.windows import EncodedWindow, WindowSpec
-from openmed_ray.train.common import adamw, set_torch_threads, unwrap_ddp, warmup_cosine
+from openmed_ray.train.common import (
+    BEST_WEIGHTS,
+    EpochProgress,
+    adamw,
+    finish_epoch,
+    load_optimizer_state,
+    new_training_state,
+    optimizer_step,
+    restore_training,
+    set_torch_threads,
+    training_finished,
+    unwrap_ddp,
+    warmup_cosine,
+)
 from openmed_ray.train.data import check_splits, encode_sentences, epoch_batches, steps_per_epoch
 from openmed_ray.train.session import Session
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "state.json"
-LATEST_WEIGHTS = "latest.safetensors"
-BEST_WEIGHTS = "best.safetensors"
-OPTIMIZER_FILE = "optimizer.pt"
-PROGRESS_SECONDS = 60.0  # a training-progress log line at most this often
 
 
 @dataclass
@@ -121,37 +126,17 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
         head_dropout=config.head_dropout,
         gradient_checkpointing=use_cuda,  # memory for speed, only where memory is scarce
     )
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_dev_f1": -1.0,
-        "best_epoch": 0,
-        "epochs_without_gain": 0,
-        "history": [],
-        "labels": data.labels,
-        "stopped_early": False,
-        "capped": False,
-        "elapsed_seconds": 0.0,
-    }
+    state = new_training_state(labels=data.labels)
     steps = steps_per_epoch(len(data.train_windows), config.batch_size, session.world_size)
     total_steps = steps * config.epochs
-    optimizer_state = None
-    with session.restored_checkpoint() as checkpoint_dir:
-        if checkpoint_dir is not None:
-            state = json.loads((checkpoint_dir / STATE_FILE).read_text())
-            model.load_state_dict(load_file(str(checkpoint_dir / LATEST_WEIGHTS)), strict=False)
-            best_weights = load_file(str(checkpoint_dir / BEST_WEIGHTS))
-            optimizer_state = torch.load(checkpoint_dir / OPTIMIZER_FILE, weights_only=False)
-            log.info(
-                "resuming after epoch %d (best dev F1 %.4f)", state["epoch"], state["best_dev_f1"]
-            )
+    restored, best_weights, optimizer_state = restore_training(session, model)
+    state = restored or state
     model.to(device)
     model = session.prepare_model(model)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, total_steps)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state["optimizer"])
-        scheduler.load_state_dict(optimizer_state["scheduler"])
-    else:
+    load_optimizer_state(optimizer, scheduler, optimizer_state)
+    if best_weights is None:
         best_weights = trainable_state(unwrap_ddp(model))
     loss_fn = make_loss(config)
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda)
@@ -159,12 +144,10 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
     pad_id = tokenizer.pad_token_id or 0
     n_labels = len(data.labels)
 
-    while state["epoch"] < config.epochs and not (state["stopped_early"] or state["capped"]):
+    while not training_finished(state, config.epochs):
         epoch = state["epoch"]
-        started = time.perf_counter()
         model.train()
-        total_loss, n_batches = 0.0, 0
-        last_progress = started
+        progress = EpochProgress(epoch, steps, session.rank)
         for batch in epoch_batches(
             data.train_windows,
             global_batch_size=config.batch_size,
@@ -177,24 +160,8 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_cuda):
                 logits = model(batch.input_ids.to(device), batch.attention_mask.to(device))
                 loss = loss_fn(logits.float().view(-1, n_labels), batch.labels.to(device).view(-1))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total_loss += float(loss.detach())
-            n_batches += 1
-            if session.rank == 0 and time.perf_counter() - last_progress > PROGRESS_SECONDS:
-                last_progress = time.perf_counter()
-                log.info(
-                    "epoch %d: step %d/%d, loss %.4f, %.2f s/step",
-                    epoch + 1,
-                    n_batches,
-                    steps,
-                    total_loss / n_batches,
-                    (last_progress - started) / n_batches,
-                )
-        train_seconds = time.perf_counter() - started
+            progress.add(optimizer_step(loss, optimizer, scheduler, scaler))
+        train_seconds = time.perf_counter() - progress.started
 
         # Dev evaluation: each rank predicts every world_size-th sentence; rank order restores it.
         mine = list(range(session.rank, len(data.dev), session.world_size))
@@ -213,69 +180,25 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
             for index, sentence_tags in zip(indices, tags, strict=True):
                 dev_tags[index] = sentence_tags
         report = evaluate([list(s.tags) for s in data.dev], dev_tags)
-        losses = session.all_gather(total_loss / max(1, n_batches))
-
-        state["epoch"] = epoch + 1
-        improved = report.f1 > state["best_dev_f1"]
-        if improved:
-            state.update(best_dev_f1=report.f1, best_epoch=epoch + 1, epochs_without_gain=0)
-            best_weights = trainable_state(unwrap_ddp(model))
-        else:
-            state["epochs_without_gain"] += 1
-        state["stopped_early"] = state["epochs_without_gain"] >= config.patience
-        state["elapsed_seconds"] += time.perf_counter() - started
-        if config.max_seconds is not None and state["epoch"] < config.epochs:
-            # Stop when another epoch of the same length would overrun the budget.
-            epoch_time = time.perf_counter() - started
-            state["capped"] = state["elapsed_seconds"] + epoch_time > config.max_seconds
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "dev_precision": report.precision,
-            "dev_recall": report.recall,
-            "dev_f1": report.f1,
-            "dev_strict_f1": report.strict.f1,
-            "best_dev_f1": state["best_dev_f1"],
-            "best_epoch": state["best_epoch"],
-            "learning_rate": scheduler.get_last_lr()[0],
-            "epoch_seconds": round(time.perf_counter() - started, 2),
-            "train_seconds": round(train_seconds, 2),
-            "stopped_early": state["stopped_early"],
-            "capped": state["capped"],
-        }
-        state["history"].append(metrics)
-        latest = trainable_state(unwrap_ddp(model))
-        snapshot = json.loads(json.dumps(state))
-        optimizer_snapshot = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-        }
-
-        def write_checkpoint(
-            directory: Path,
-            latest=latest,
-            best=best_weights,
-            snapshot=snapshot,
-            opt=optimizer_snapshot,
-        ) -> None:
-            save_file(
-                {k: v.contiguous() for k, v in latest.items()}, str(directory / LATEST_WEIGHTS)
-            )
-            save_file({k: v.contiguous() for k, v in best.items()}, str(directory / BEST_WEIGHTS))
-            torch.save(opt, directory / OPTIMIZER_FILE)
-            (directory / STATE_FILE).write_text(json.dumps(snapshot, indent=2))
-
-        session.report(metrics, write_checkpoint)
-        if session.rank == 0:
-            log.info(
-                "epoch %d: loss %.4f dev F1 %.4f (best %.4f @ %d) %.1fs",
-                epoch + 1,
-                metrics["train_loss"],
-                report.f1,
-                state["best_dev_f1"],
-                state["best_epoch"],
-                metrics["epoch_seconds"],
-            )
+        _, best_weights = finish_epoch(
+            state,
+            session,
+            progress,
+            train_seconds,
+            report.f1,
+            {
+                "dev_precision": report.precision,
+                "dev_recall": report.recall,
+                "dev_strict_f1": report.strict.f1,
+            },
+            lambda: trainable_state(unwrap_ddp(model)),
+            best_weights,
+            optimizer,
+            scheduler,
+            patience=config.patience,
+            epochs=config.epochs,
+            max_seconds=config.max_seconds,
+        )
     return state
 
 

@@ -27,8 +27,16 @@ from openmed_ray.io.passages import CorpusError
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.classifier import trainable_state
 from openmed_ray.models.masked_lm import MaskedLM, build_masked_lm, make_collator, mask_batch
-from openmed_ray.train.common import adamw, set_torch_threads, unwrap_ddp, warmup_cosine
-from openmed_ray.train.loop import LATEST_WEIGHTS, OPTIMIZER_FILE, PROGRESS_SECONDS, STATE_FILE
+from openmed_ray.train.common import (
+    LATEST_WEIGHTS,
+    OPTIMIZER_FILE,
+    PROGRESS_SECONDS,
+    STATE_FILE,
+    adamw,
+    set_torch_threads,
+    unwrap_ddp,
+    warmup_cosine,
+)
 from openmed_ray.train.session import Session
 
 log = logging.getLogger(__name__)

@@ -75,6 +75,10 @@ def test_neo4j_csvs_follow_the_import_format(graph, tmp_path):
         "doc_count:int",
         "npmi:float",
         "examples:string[]",
+        "score:float",
+        "relation_doc_count:int",
+        "evidence_start:int",
+        "evidence_end:int",
     ]
     assert {(r[":START_ID"], r[":END_ID"], r[":TYPE"]) for r in edge_rows} == {
         (r["src"], r["dst"], relationship_type(r["level"])) for r in edges.to_pylist()

@@ -7,6 +7,7 @@ from openmed_ray.kg.graph import SCHEMAS
 from openmed_ray.kg.store import (
     POINTER,
     STATE_DOCUMENT_SCHEMA,
+    TABLES,
     ConcurrentRunError,
     GraphSettingsError,
     GraphStore,
@@ -58,7 +59,7 @@ def test_other_settings_need_rebuild_with_every_partition_present():
 
 
 def empty_state():
-    return {n: SCHEMAS[n].empty_table() for n in ("nodes", "surfaces", "edges", "tiers")}
+    return {n: SCHEMAS[n].empty_table() for n in TABLES}
 
 
 def commit(store, expected, marker):
