@@ -5,7 +5,8 @@
 On the first N test abstracts, in one run:
 1. Baseline (today's graph): every chemical-disease pair of a document is an edge
    (`openmed-ray kg` without --relations), with the shipped chemical/disease adapters'
-   predicted mentions and with gold mention spans.
+   predicted mentions and with gold mention spans; and the stricter variant, the pairs
+   that share a sentence.
 2. The classifier on gold mentions with their gold MeSH IDs (the relation task alone).
 3. The classifier inside `openmed-ray kg --relations` on gold spans linked by our linker, and
    end to end on predicted and linked mentions (the real pipeline).
@@ -142,6 +143,7 @@ def chart(payload: dict, path: Path) -> None:
 
     settings = [
         ("cooccurrence_predicted", "co-occurrence\npredicted (today)"),
+        ("cooccurrence_sentence_predicted", "same sentence\npredicted (today)"),
         ("cooccurrence_gold_spans", "co-occurrence\ngold spans"),
         ("classifier_gold_mentions", "classifier\ngold mentions+IDs"),
         ("classifier_gold_spans_linked", "classifier\ngold spans, linked"),
@@ -226,9 +228,11 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         "classifier_gold_spans_linked": graph_scores(work / "rel-gold"),
         "classifier_end_to_end": graph_scores(work / "rel-predicted"),
     }
+    pairs_of = {t[:3] for t in gold}
     results = {
-        "cooccurrence_predicted": prf(graph_triples(work / "cooc-predicted", "document"), {t[:3] for t in gold}),
-        "cooccurrence_gold_spans": prf(graph_triples(work / "cooc-gold", "document"), {t[:3] for t in gold}),
+        "cooccurrence_predicted": prf(graph_triples(work / "cooc-predicted", "document"), pairs_of),
+        "cooccurrence_sentence_predicted": prf(graph_triples(work / "cooc-predicted", "sentence"), pairs_of),
+        "cooccurrence_gold_spans": prf(graph_triples(work / "cooc-gold", "document"), pairs_of),
     }  # fmt: skip
     for key in results:  # the same field names as the classifier's rows
         results[key] = {"precision": results[key]["p"], "recall": results[key]["r"], **results[key]}
