@@ -107,6 +107,7 @@ def test_named_job_entry_points_exist_and_parse_their_arguments():
         "kg_extract.py": "kg",
         "dapt.py": "dapt",
         "prepare_corpus.py": "corpus",
+        "train_relations.py": "train-relations",
     }
     for name, command in commands:
         words = shlex.split(command.replace("...", ""))
