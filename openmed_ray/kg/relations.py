@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from openmed_ray.errors import OpenMedError
-from openmed_ray.models.bundle import read_card
+from openmed_ray.models.bundle import bundle_version, read_card
 from openmed_ray.models.catalog import resolve_adapter
 from openmed_ray.relations.examples import (
     LinkedMention,
@@ -77,8 +77,6 @@ class RelationSpec:
 
 def relation_spec(name_or_path: str) -> RelationSpec:
     """Resolve and check a relation bundle by catalog name or path (no weights loaded)."""
-    from openmed_ray.models.bundle import bundle_version
-
     path = resolve_adapter(name_or_path)
     card = read_card(path)
     if card.get("task") != "relation" or "relation_task" not in card:

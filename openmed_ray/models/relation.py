@@ -245,8 +245,8 @@ def predict_pairs(
         np.zeros((0, n_labels), dtype=np.float32), np.zeros((0, 2), dtype=np.int64)
     )
     out = [empty] * len(documents)
-    order = [i for i in sorted(range(len(documents)), key=lambda i: documents[i].n_wordpieces)]
-    order = [i for i in order if documents[i].pairs]
+    by_length = sorted(range(len(documents)), key=lambda i: documents[i].n_wordpieces)
+    order = [i for i in by_length if documents[i].pairs]
     for begin in range(0, len(order), batch_size):
         chosen = order[begin : begin + batch_size]
         batch = collate([documents[i] for i in chosen], pad_id).to(device)
