@@ -94,6 +94,17 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("finetune", help="LoRA or full fine-tuning on Ray Train")
     parser.add_argument("--config", help="YAML with FinetuneConfig fields; flags override it")
     parser.add_argument("--dataset", help="benchmark name (see `openmed-ray datasets`)")
+    parser.add_argument(
+        "--datasets",
+        help="comma-separated benchmarks trained jointly into one multi-type bundle",
+    )
+    parser.add_argument("--head-names", help="comma-separated head names, one per dataset")
+    parser.add_argument(
+        "--sampling",
+        choices=["proportional", "temperature", "round-robin"],
+        help="which dataset each batch of a multi-type run comes from",
+    )
+    parser.add_argument("--sampling-temperature", type=float)
     parser.add_argument("--backbone", help="minilm, a Hugging Face id, or a local directory")
     parser.add_argument("--output", help="run directory (bundle in OUTPUT/adapter)")
     parser.add_argument("--name", help="adapter name recorded in the card")
@@ -134,7 +145,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         "dropout": args.lora_dropout,
         "targets": args.lora_targets.split(",") if args.lora_targets else None,
     }
-    config = load_with_overrides(FinetuneConfig, args.config, vars(args), nested={"lora": lora})
+    lists = {k: getattr(args, k).split(",") for k in ("datasets", "head_names") if getattr(args, k)}
+    config = load_with_overrides(
+        FinetuneConfig, args.config, {**vars(args), **lists}, nested={"lora": lora}
+    )
     ensure_ray(args.address)
     result = finetune(config, name=args.name)
     metrics = result.card["metrics"]

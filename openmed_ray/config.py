@@ -153,11 +153,25 @@ class LoraConfig(Config):
         require(len(self.targets) > 0, "lora.targets", "needs at least one module name")
 
 
+# Multi-task batch sampling. Every epoch runs as many batches as all datasets hold together;
+# "proportional" takes each dataset's batches once (shuffled together), "temperature"
+# flattens the shares toward small datasets (resampling them, subsampling large ones), and
+# "round-robin" gives every dataset an equal share, cycling through them.
+SAMPLINGS = ("proportional", "temperature", "round-robin")
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig(Config):
     """Token-classification fine-tuning (the paper's recipe is the default)."""
 
     dataset: str = "NCBI-disease"
+    # Several benchmarks trained jointly: one shared encoder, one head each, one multi-type
+    # bundle (then `dataset` is ignored). Heads are named by `head_names`, else by the
+    # catalog name of each dataset's adapter (BC5CDR-chem -> chemical).
+    datasets: tuple[str, ...] = ()
+    head_names: tuple[str, ...] = ()
+    sampling: str = "proportional"  # which dataset each batch comes from; see SAMPLINGS
+    sampling_temperature: float = 2.0  # "temperature": P(dataset) ~ batches ** (1 / T)
     backbone: str = "minilm"
     output: str = "runs/finetune"
     method: str = "lora"  # "lora" (frozen backbone + LoRA + head) or "full"
@@ -213,12 +227,45 @@ class FinetuneConfig(Config):
             "must be > 0",
         )
         require(self.save_dtype in ("float32", "float16"), "save_dtype", "float32 or float16")
+        require(
+            self.sampling in SAMPLINGS, "sampling", f"one of {SAMPLINGS}, got {self.sampling!r}"
+        )
+        require(self.sampling_temperature >= 1.0, "sampling_temperature", "must be >= 1")
+        require(
+            len(set(self.datasets)) == len(self.datasets),
+            "datasets",
+            f"lists a dataset twice: {list(self.datasets)}",
+        )
+        require(
+            not self.head_names or len(self.head_names) == len(self.datasets),
+            "head_names",
+            f"needs one name per dataset ({len(self.datasets)}), got {list(self.head_names)}",
+        )
+        require(
+            len(set(self.head_names)) == len(self.head_names),
+            "head_names",
+            f"names a head twice: {list(self.head_names)}",
+        )
+        require(
+            all(":" not in n and "+" not in n and n for n in self.head_names),
+            "head_names",
+            "must be non-empty and free of ':' and '+' (they select heads: BUNDLE:HEAD+HEAD)",
+        )
 
     @property
     def effective_learning_rate(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
         return 5e-4 if self.method == "lora" else 5e-5
+
+    @property
+    def multitask(self) -> bool:
+        return bool(self.datasets)
+
+    @property
+    def task_datasets(self) -> tuple[str, ...]:
+        """The datasets trained: `datasets`, or `dataset` alone."""
+        return self.datasets or (self.dataset,)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -76,8 +76,13 @@ def synthetic_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
     return tokens, tags
 
 
-def make_tiny_dataset(root, name: str = "NCBI-disease", sizes=(160, 40, 40), seed: int = 0):
-    """Write <root>/bioner/<name>/{train,devel,test}.tsv with synthetic sentences."""
+def make_tiny_dataset(
+    root, name: str = "NCBI-disease", sizes=(160, 40, 40), seed: int = 0, keep_types=None
+):
+    """Write <root>/bioner/<name>/{train,devel,test}.tsv with synthetic sentences.
+
+    `keep_types` keeps only those entity types annotated (the others become O), as in
+    single-type benchmarks such as BC5CDR-chem."""
     rng = random.Random(seed)
     directory = root / "bioner" / name
     directory.mkdir(parents=True, exist_ok=True)
@@ -85,6 +90,8 @@ def make_tiny_dataset(root, name: str = "NCBI-disease", sizes=(160, 40, 40), see
         lines = []
         for _ in range(size):
             tokens, tags = synthetic_sentence(rng)
+            if keep_types is not None:
+                tags = [t if t == "O" or t[2:] in keep_types else "O" for t in tags]
             lines += [f"{t}\t{g}" for t, g in zip(tokens, tags, strict=True)] + [""]
         (directory / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
@@ -206,6 +213,48 @@ def ray_local():
     start_local_ray()
     yield ray
     ray.shutdown()
+
+
+MULTITASK_DATASETS = {"BC5CDR-chem": "Chemical", "BC5CDR-disease": "Disease"}
+
+
+@pytest.fixture(scope="session")
+def tiny_multitask_data_root(tmp_path_factory):
+    """Two single-type tiny benchmarks over the same kind of text (chemicals; diseases)."""
+    root = tmp_path_factory.mktemp("multitask-data")
+    for seed, (name, entity_type) in enumerate(MULTITASK_DATASETS.items()):
+        make_tiny_dataset(root, name, sizes=(120, 40, 40), seed=seed, keep_types={entity_type})
+    return root
+
+
+def tiny_multitask_config(backbone, data_root, output, **changes):
+    from openmed_ray.config import FinetuneConfig
+
+    values = dict(
+        datasets=tuple(MULTITASK_DATASETS),
+        backbone=str(backbone),
+        output=str(output),
+        data_root=str(data_root),
+        method="full",
+        learning_rate=5e-3,
+        batch_size=16,
+        epochs=6,
+        patience=6,
+        threads_per_worker=1,
+        warmup_ratio=0.0,
+    )
+    return FinetuneConfig(**{**values, **changes})
+
+
+@pytest.fixture(scope="session")
+def tiny_multitask_bundle(tiny_backbone, tiny_multitask_data_root, tmp_path_factory):
+    """A trained tiny multi-type bundle (heads chemical and disease), in-process."""
+    from openmed_ray.train.finetune import finetune_local
+
+    config = tiny_multitask_config(
+        tiny_backbone, tiny_multitask_data_root, tmp_path_factory.mktemp("multitask-run")
+    )
+    return finetune_local(config, name="tiny-multi").bundle
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ def annotate_texts(
 
     Each dict has the Hugging Face pipeline's `aggregation_strategy` fields (`entity_group`,
     `score`, `word`, `start`, `end`), so code written against `pipeline(...)` switches with
-    one line; with several adapters an `adapter` field says which one found the entity.
+    one line; with several adapters (or heads) an `adapter` field says which one found the entity.
     A text that cannot be annotated (None, empty, undecodable) raises ValueError.
     """
     from openmed_ray.models.catalog import DEFAULT_ADAPTERS
@@ -51,7 +51,7 @@ def annotate_texts(
                     "word": e.text,
                     "start": e.start,
                     "end": e.end,
-                    **({"adapter": e.adapter} if len(chosen) > 1 else {}),
+                    **({"adapter": e.adapter} if annotator.n_sources > 1 else {}),
                 }
                 for e in result.entities
                 if e.score >= threshold

@@ -104,6 +104,11 @@ class Annotator:
                 if is_spacy_spec(spec)
             ]
 
+    @property
+    def n_sources(self) -> int:
+        """Distinct `adapter` values of the entities (a multi-type bundle has one per head)."""
+        return sum(backend.n_sources for backend in self.backends)
+
     def annotate(self, texts: Sequence[object]) -> list[DocumentResult]:
         """One result per input text, in order; a bad text becomes an error result."""
         # A batch allocates many small objects that all live until it ends; the cyclic GC

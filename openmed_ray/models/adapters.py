@@ -1,7 +1,11 @@
 """Loading anything the annotation engine can apply: catalog names, bundle paths, or a plain
 Hugging Face token-classification model directory. Each becomes a `Predictor` with the same
-interface: a module mapping (input_ids, attention_mask) to per-piece logits, its BIO labels,
-its tokenizer and a version string.
+interface: a module mapping (input_ids, attention_mask) to per-piece logits, its heads (BIO
+label sets, side by side in the logits), its tokenizer and a version string.
+
+A multi-type bundle is one predictor with several heads: the encoder runs once per window
+for all of them. `NAME:HEAD[+HEAD...]` asks for some of its heads (by head name or entity
+type), e.g. `all-types:chemical+gene`.
 """
 
 from __future__ import annotations
@@ -17,22 +21,32 @@ import torch
 from openmed_ray.config import PRECISIONS, RUNTIMES
 from openmed_ray.errors import OpenMedError
 from openmed_ray.models.backbones import load_tokenizer, max_positions
-from openmed_ray.models.bundle import bundle_version, is_bundle, load_bundle, read_card
+from openmed_ray.models.bundle import MULTITASK, bundle_version, is_bundle, load_bundle, read_card
 from openmed_ray.models.catalog import UnknownAdapterError, catalog_entries, resolve_adapter
 from openmed_ray.models.spacy_pipelines import describe_pipeline, is_spacy_spec
+
+
+@dataclass
+class PredictorHead:
+    name: str  # the `adapter` column of the head's entities
+    labels: list[str]
+    decoding: str = "viterbi"
 
 
 @dataclass
 class Predictor:
     name: str
     version: str
-    labels: list[str]
+    heads: list[PredictorHead]  # in the order of their logits
     model: torch.nn.Module
     tokenizer: Any
     tokenizer_key: str  # predictors sharing a key share tokenization
     max_length: int = 256
     overlap: int = 50
-    decoding: str = "viterbi"
+
+    @property
+    def head_sizes(self) -> list[int]:
+        return [len(head.labels) for head in self.heads]
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -82,6 +96,44 @@ class AdapterIdentity:
     path: Path
     kind: str  # "bundle", "transformers" or "spacy"
     weights_version: str  # the content hash alone
+    heads: tuple[str, ...] = ()  # a multi-type bundle's chosen heads (all unless selected)
+
+
+def split_head_selection(spec: str) -> tuple[str, list[str] | None]:
+    """`all-types:chemical+gene` -> ("all-types", ["chemical", "gene"]); else (spec, None)."""
+    base, colon, selection = spec.rpartition(":")
+    if not colon or not base or not selection or "/" in selection or is_spacy_spec(spec):
+        return spec, None
+    return base, [part for part in selection.split("+") if part]
+
+
+def select_heads(
+    directory: Path, card: dict[str, Any], wanted: list[str] | None
+) -> tuple[str, ...]:
+    """The heads of a multi-type bundle that `wanted` names (head names or entity types)."""
+    heads = card.get("heads") or []
+    if not heads:
+        raise UnknownAdapterError(f"{directory}/card.json: a multi-type bundle lists no heads")
+    if wanted is None:
+        return tuple(head["name"] for head in heads)
+    chosen: list[str] = []
+    for item in wanted:
+        matches = [
+            head["name"]
+            for head in heads
+            if item.lower() == head["name"].lower()
+            or item.lower() in (t.lower() for t in head.get("entity_types", []))
+        ]
+        if not matches:
+            offered = ", ".join(
+                f"{h['name']} ({', '.join(h.get('entity_types', []))})" for h in heads
+            )
+            raise UnknownAdapterError(
+                f"multi-type bundle {card.get('name') or directory.name!r} ({directory}) has "
+                f"no head or entity type {item!r}; its heads: {offered}"
+            )
+        chosen += [name for name in matches if name not in chosen]
+    return tuple(chosen)
 
 
 def _hash_weights(path: Path) -> str:
@@ -111,6 +163,7 @@ def identify_adapter(spec: str, precision: str = "fp32", runtime: str = "torch")
         return AdapterIdentity(name, version, location, "spacy", version)
     suffix = "".join(f"-{part}" for part in (runtime, precision) if part not in ("torch", "fp32"))
     entries = catalog_entries()
+    spec, wanted_heads = split_head_selection(spec)
     path = Path(spec).expanduser()
     if spec not in entries and not is_bundle(path) and _is_hf_token_classifier(path):
         weights = _hash_weights(path)
@@ -131,6 +184,14 @@ def identify_adapter(spec: str, precision: str = "fp32", runtime: str = "torch")
         )
     name = spec if spec in entries else (card.get("name") or directory.name)
     weights = bundle_version(directory)
+    if card.get("task") == MULTITASK:
+        heads = select_heads(directory, card, wanted_heads)
+        return AdapterIdentity(name, weights + suffix, directory, "bundle", weights, heads)
+    if wanted_heads is not None:
+        raise UnknownAdapterError(
+            f"{spec!r} is a single-type adapter ({directory}); only multi-type bundles take a "
+            f"head selection like {spec}:{'+'.join(wanted_heads)}"
+        )
     return AdapterIdentity(name, weights + suffix, directory, "bundle", weights)
 
 
@@ -155,7 +216,11 @@ def load_predictor(
         predictor = Predictor(
             name=identity.name,
             version=identity.version,
-            labels=_bio_labels(hf_model.config.id2label, str(identity.path)),
+            heads=[
+                PredictorHead(
+                    identity.name, _bio_labels(hf_model.config.id2label, str(identity.path))
+                )
+            ],
             model=_LogitsOnly(hf_model),
             tokenizer=load_tokenizer(identity.path),
             tokenizer_key=str(identity.path),
@@ -164,10 +229,19 @@ def load_predictor(
     else:
         bundle = load_bundle(identity.path, merge=merge)
         hyper = bundle.card.get("hyperparameters", {})
+        decoding = bundle.card.get("decoding", "viterbi")
+        if bundle.is_multitask:
+            bundle.model.keep_heads(list(identity.heads))
+            heads = [
+                PredictorHead(f"{identity.name}:{head}", bundle.heads[head], decoding)
+                for head in identity.heads
+            ]
+        else:
+            heads = [PredictorHead(identity.name, bundle.labels, decoding)]
         predictor = Predictor(
             name=identity.name,
             version=identity.version,
-            labels=bundle.labels,
+            heads=heads,
             model=bundle.model,
             tokenizer=bundle.tokenizer,
             tokenizer_key=str(bundle.card.get("backbone")),
@@ -175,14 +249,16 @@ def load_predictor(
                 hyper.get("max_length", 256), max_positions(bundle.model.encoder.config)
             ),
             overlap=hyper.get("overlap", 50),
-            decoding=bundle.card.get("decoding", "viterbi"),
         )
     if runtime == "onnx":
         from openmed_ray.models.onnx import onnx_classifier
 
+        every_head = not identity.heads or list(identity.heads) == [
+            head["name"] for head in read_card(identity.path).get("heads", [])
+        ]
         predictor.model = onnx_classifier(
             predictor.model.eval(),
-            identity.weights_version,
+            identity.weights_version + ("" if every_head else "-" + "+".join(identity.heads)),
             precision,
             vocab_size=len(predictor.tokenizer),
             threads=threads or torch.get_num_threads(),

@@ -7,6 +7,10 @@
     labels.json                                       BIO labels in head order
     card.json, README.md                              provenance and metrics
 
+A multi-type bundle (card `task: ner-multi`) has one head per training dataset: head.safetensors
+holds `heads.<name>.*`, labels.json maps each head name to its labels, and the card lists the
+heads (name, dataset, entity types, labels) with per-head metrics.
+
 The bundle's version is a content hash of its weights and labels, so the `adapter_version`
 of an annotation names exactly the weights that produced it.
 """
@@ -26,13 +30,18 @@ from safetensors.torch import load_file, save_file
 from openmed_ray.errors import OpenMedError
 from openmed_ray.io.filesystem import write_bytes_atomic
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
-from openmed_ray.models.classifier import TokenClassifier, load_encoder
+from openmed_ray.models.classifier import (
+    MultiTaskTokenClassifier,
+    TokenClassifier,
+    load_encoder,
+)
 
 HEAD_FILE = "head.safetensors"
 LABELS_FILE = "labels.json"
 CARD_FILE = "card.json"
 LORA_FILES = ("adapter_config.json", "adapter_model.safetensors")
 ENCODER_DIR = "encoder"
+MULTITASK = "ner-multi"  # the card's task for a multi-type bundle
 
 
 class BundleError(OpenMedError):
@@ -42,9 +51,9 @@ class BundleError(OpenMedError):
 @dataclass
 class Bundle:
     path: Path
-    model: TokenClassifier
+    model: TokenClassifier | MultiTaskTokenClassifier
     tokenizer: Any
-    labels: list[str]
+    heads: dict[str, list[str]]  # head name -> BIO labels; one head (the bundle) unless multi
     card: dict[str, Any]
     version: str
 
@@ -53,8 +62,29 @@ class Bundle:
         return self.card.get("name") or self.path.name
 
     @property
+    def is_multitask(self) -> bool:
+        return isinstance(self.model, MultiTaskTokenClassifier)
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels of a single-type bundle (a multi-type bundle: `heads`, or `head_for`)."""
+        if self.is_multitask:
+            raise BundleError(
+                f"{self.path} is a multi-type bundle with heads {list(self.heads)}; choose a "
+                "head (e.g. by dataset) instead of asking for its labels"
+            )
+        return next(iter(self.heads.values()))
+
+    @property
     def entity_types(self) -> list[str]:
-        return sorted({label[2:] for label in self.labels if label != "O"})
+        return sorted({lab[2:] for labels in self.heads.values() for lab in labels if lab != "O"})
+
+    def head_for(self, dataset: str) -> str | None:
+        """The head trained on `dataset` (multi-type bundles), or None."""
+        for head in self.card.get("heads", []):
+            if head.get("dataset", "").lower() == dataset.lower():
+                return head["name"]
+        return None
 
 
 def _cast_file(path: Path, dtype: torch.dtype) -> None:
@@ -64,8 +94,8 @@ def _cast_file(path: Path, dtype: torch.dtype) -> None:
 
 
 def save_bundle(
-    model: TokenClassifier,
-    labels: list[str],
+    model: TokenClassifier | MultiTaskTokenClassifier,
+    labels: list[str] | dict[str, list[str]],
     card: dict[str, Any],
     directory: str | Path,
     *,
@@ -73,7 +103,9 @@ def save_bundle(
     save_dtype: str = "float32",
     labels_scheme: str = "IOB2",
 ) -> str:
-    """Write a bundle atomically (into a temporary sibling, then renamed); returns its version."""
+    """Write a bundle atomically (into a temporary sibling, then renamed); returns its version.
+
+    `labels` is the head's label list, or for a multi-task model a head name -> labels map."""
     directory = Path(directory)
     staging = directory.with_name(f".{directory.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -98,9 +130,8 @@ def save_bundle(
     if dtype != torch.float32:
         for path in weights:
             _cast_file(path, dtype)
-    (staging / LABELS_FILE).write_text(
-        json.dumps({"labels": labels, "scheme": labels_scheme}, indent=2)
-    )
+    key = "heads" if isinstance(labels, dict) else "labels"
+    (staging / LABELS_FILE).write_text(json.dumps({key: labels, "scheme": labels_scheme}, indent=2))
     version = bundle_version(staging)
     card = {**card, "version": version, "backbone": backbone_spec, "save_dtype": save_dtype}
     (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False))
@@ -154,19 +185,51 @@ def load_bundle(
             f"{card.get('relation_task', {}).get('name')}), not an NER adapter; use it with "
             "`openmed-ray kg --relations`"
         )
-    labels = read_labels(directory)
+    heads = read_heads(directory, card)
     encoder, backbone_spec = load_bundle_encoder(directory, card, backbone)
-    model = TokenClassifier(encoder, len(labels))
-    model.classifier.load_state_dict(load_head(directory))
+    if card.get("task") == MULTITASK:
+        model = MultiTaskTokenClassifier(encoder, {name: len(v) for name, v in heads.items()})
+        model.heads.load_state_dict(load_head(directory))
+    else:
+        model = TokenClassifier(encoder, len(next(iter(heads.values()))))
+        model.classifier.load_state_dict(load_head(directory))
     if merge:
         model.merge_lora()
     model.float().eval()
     tokenizer = load_tokenizer(resolve_backbone(backbone_spec))
-    return Bundle(directory, model, tokenizer, labels, card, bundle_version(directory))
+    return Bundle(directory, model, tokenizer, heads, card, bundle_version(directory))
 
 
 def read_labels(directory: str | Path) -> list[str]:
     return json.loads((Path(directory) / LABELS_FILE).read_text())["labels"]
+
+
+def read_heads(directory: Path, card: dict[str, Any]) -> dict[str, list[str]]:
+    """Head name -> labels, checked against the card (a single-type bundle has one head)."""
+    stored = json.loads((directory / LABELS_FILE).read_text())
+    if card.get("task") != MULTITASK:
+        if "labels" not in stored:
+            raise BundleError(f"{directory}/{LABELS_FILE} has no 'labels' list")
+        return {card.get("name") or directory.name: stored["labels"]}
+    heads = stored.get("heads")
+    if not isinstance(heads, dict) or not heads:
+        raise BundleError(
+            f"{directory}/{LABELS_FILE}: a multi-type bundle maps each head to its labels "
+            "under 'heads'"
+        )
+    described = {head["name"]: head.get("labels") for head in card.get("heads", [])}
+    if list(described) != list(heads):
+        raise BundleError(
+            f"{directory}: the card's heads {list(described)} are not the heads in "
+            f"{LABELS_FILE} {list(heads)}"
+        )
+    for name, labels in heads.items():
+        if described[name] != labels:
+            raise BundleError(
+                f"{directory}: head {name!r} has labels {labels} in {LABELS_FILE} but "
+                f"{described[name]} in the card's heads"
+            )
+    return heads
 
 
 def load_bundle_encoder(
@@ -202,6 +265,8 @@ def render_card_markdown(card: dict[str, Any]) -> str:
     """A human-readable model card from card.json."""
     if card.get("task") == "relation":
         return render_relation_card_markdown(card)
+    if card.get("task") == MULTITASK:
+        return render_multitask_card_markdown(card)
     lines = [f"# {card.get('name', 'adapter')}: {card.get('dataset', '')} NER adapter", ""]
     lines.append(
         f"- backbone: `{card.get('backbone')}`; method: {card.get('method_label', card.get('method'))}"
@@ -268,6 +333,31 @@ def _card_appendix(card: dict[str, Any]) -> list[str]:
     ]
 
 
+def render_multitask_card_markdown(card: dict[str, Any]) -> str:
+    heads = card.get("heads", [])
+    lines = [
+        f"# {card.get('name', 'multi-type')}: one encoder, {len(heads)} NER heads",
+        "",
+        f"- backbone: `{card.get('backbone')}`; method: {card.get('method_label')}; "
+        f"version: `{card.get('version')}`; batch sampling: {card.get('sampling')}",
+        f"- epochs: {card.get('epochs_trained')} (best dev epoch {card.get('best_epoch')}, "
+        f"by mean dev F1); training seconds: {card.get('train_seconds')}",
+        "- request every head with the bundle's name, some with NAME:HEAD+HEAD (head names "
+        "or entity types)",
+        "",
+        "| head | dataset | types | dev F1 | test P | test R | test F1 |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for head in heads:
+        dev, test = head["metrics"]["dev"], head["metrics"]["test"]
+        lines.append(
+            f"| {head['name']} | {head['dataset']} | {', '.join(head['entity_types'])} | "
+            f"{dev['f1']:.4f} | {test['precision']:.4f} | {test['recall']:.4f} | "
+            f"{test['f1']:.4f} |"
+        )
+    return "\n".join(lines + _card_appendix(card))
+
+
 def render_relation_card_markdown(card: dict[str, Any]) -> str:
     task = card.get("relation_task", {})
     lines = [
@@ -303,6 +393,11 @@ def export_transformers(bundle: Bundle, directory: str | Path) -> Path:
     from transformers import AutoConfig, AutoModelForTokenClassification
 
     directory = Path(directory)
+    if bundle.is_multitask:
+        raise BundleError(
+            f"{bundle.path} is a multi-type bundle ({len(bundle.heads)} heads); a plain "
+            "transformers token classifier has one head, so export single-type bundles only"
+        )
     backbone_dir = resolve_backbone(bundle.card["backbone"])
     config = AutoConfig.from_pretrained(
         str(backbone_dir),

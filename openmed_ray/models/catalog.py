@@ -95,7 +95,7 @@ def list_adapters() -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": name,
-                "task": "relation" if relation else "ner",
+                "task": card.get("task") or "ner",
                 "relations": relation["relations"] if relation else [],
                 "path": str(path),
                 "dataset": card.get("dataset"),
@@ -107,6 +107,7 @@ def list_adapters() -> list[dict[str, Any]]:
                     if relation
                     else ", ".join(types)
                 ),
+                "heads": [head["name"] for head in card.get("heads", [])],
                 "test_f1": test.get("f1"),
                 "test_precision": test.get("precision"),
                 "test_recall": test.get("recall"),

@@ -46,6 +46,66 @@ class TokenClassifier(EncoderWithHead):
         return {f"classifier.{k}": v for k, v in self.classifier.state_dict().items()}
 
 
+class MultiTaskTokenClassifier(EncoderWithHead):
+    """One encoder, one linear head per task (dataset): every entity type in one pass.
+
+    `forward(ids, mask, head)` gives one head's logits (training, per-dataset evaluation);
+    without `head` it gives every head's logits side by side, in `head_names` order, so the
+    engine runs the encoder once per window for all types.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, head_labels: dict[str, int], dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if not head_labels:
+            raise ValueError("a multi-task classifier needs at least one head")
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(encoder.config.hidden_size, n) for name, n in head_labels.items()}
+        )
+        for head in self.heads.values():
+            nn.init.normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self.heads)
+
+    @property
+    def head_sizes(self) -> list[int]:
+        return [head.out_features for head in self.heads.values()]
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, head: str | None = None
+    ) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.dropout(hidden)
+        if head is not None:
+            return self.heads[head](hidden)
+        return torch.cat([layer(hidden) for layer in self.heads.values()], dim=-1)
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        return {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
+
+    def keep_heads(self, names: list[str]) -> None:
+        """Drop every head not in `names` and order the rest as given (inference selection)."""
+        self.heads = nn.ModuleDict({name: self.heads[name] for name in names})
+
+
+class HeadView(nn.Module):
+    """One head of a multi-task classifier as a plain forward(ids, mask) -> logits module."""
+
+    def __init__(self, model: nn.Module, head: str) -> None:
+        super().__init__()
+        self.model = model
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask, self.head)
+
+
 def load_encoder(backbone_dir: str | Path) -> nn.Module:
     from transformers import AutoModel
 
@@ -115,7 +175,19 @@ def adapt_encoder(
     return encoder
 
 
-def trainable_state(model: TokenClassifier) -> dict[str, torch.Tensor]:
+def build_multitask_classifier(
+    backbone_dir: str | Path,
+    head_labels: dict[str, int],
+    lora: LoraConfig | None,
+    head_dropout: float = 0.1,
+    gradient_checkpointing: bool = False,
+) -> MultiTaskTokenClassifier:
+    """A fresh multi-task classifier: one encoder (LoRA or full), a head per task."""
+    encoder = adapt_encoder(load_encoder(backbone_dir), lora, gradient_checkpointing)
+    return MultiTaskTokenClassifier(encoder, head_labels, head_dropout)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the parameters that train (LoRA + head, or everything for full fine-tuning)."""
     names = {name for name, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}

@@ -55,6 +55,32 @@ def pool_word_pieces(
     return np.stack(rows) if rows else piece_log_probs[:0]
 
 
+def head_log_softmax(logits: torch.Tensor, head_sizes: Sequence[int] | None) -> torch.Tensor:
+    """Log-softmax over each head's slice of the last dimension (one head: all of it)."""
+    if not head_sizes or len(head_sizes) == 1:
+        return torch.log_softmax(logits, dim=-1)
+    parts = torch.split(logits, list(head_sizes), dim=-1)
+    return torch.cat([torch.log_softmax(part, dim=-1) for part in parts], dim=-1)
+
+
+def pool_heads(
+    window: EncodedWindow,
+    piece_log_probs: np.ndarray,
+    aggregation: str,
+    head_sizes: Sequence[int] | None,
+) -> np.ndarray:
+    """`pool_word_pieces` per head: `max` picks each head's most confident piece."""
+    if aggregation != "max" or not head_sizes or len(head_sizes) == 1:
+        return pool_word_pieces(window, piece_log_probs, aggregation)
+    bounds = np.cumsum([0, *head_sizes])
+    return np.hstack(
+        [
+            pool_word_pieces(window, piece_log_probs[:, lo:hi], aggregation)
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+    )
+
+
 @torch.inference_mode()
 def window_log_probs(
     model: torch.nn.Module,
@@ -64,8 +90,12 @@ def window_log_probs(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     aggregation: str = "first",
+    head_sizes: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
-    """Per window, log-probabilities (n_owned_words, n_labels), one row per owned word."""
+    """Per window, log-probabilities (n_owned_words, n_labels), one row per owned word.
+
+    With `head_sizes` the model's logits hold several heads side by side; each head's slice
+    is normalised on its own."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     results: list[np.ndarray | None] = [None] * len(windows)
@@ -77,11 +107,11 @@ def window_log_probs(
         for begin in range(0, len(order), batch_size):
             chunk = order[begin : begin + batch_size]
             ids, mask = pad_batch([windows[i].input_ids for i in chunk], pad_id, device)
-            log_probs = torch.log_softmax(model(ids, mask).float(), dim=-1).cpu().numpy()
+            log_probs = head_log_softmax(model(ids, mask).float(), head_sizes).cpu().numpy()
             for row, index in enumerate(chunk):
                 window = windows[index]
-                results[index] = pool_word_pieces(
-                    window, log_probs[row, : len(window.input_ids)], aggregation
+                results[index] = pool_heads(
+                    window, log_probs[row, : len(window.input_ids)], aggregation, head_sizes
                 )
     finally:
         model.train(was_training)
@@ -97,11 +127,18 @@ def sentence_log_probs(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     aggregation: str = "first",
+    head_sizes: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """Per sentence, log-probabilities (n_words, n_labels), stitched across its windows."""
     flat = [w for windows in windows_per_sentence for w in windows]
     per_window = window_log_probs(
-        model, flat, pad_id=pad_id, batch_size=batch_size, device=device, aggregation=aggregation
+        model,
+        flat,
+        pad_id=pad_id,
+        batch_size=batch_size,
+        device=device,
+        aggregation=aggregation,
+        head_sizes=head_sizes,
     )
     out, cursor = [], 0
     for windows, count in zip(windows_per_sentence, n_words, strict=True):

@@ -129,3 +129,40 @@ def epoch_batches(
 def steps_per_epoch(n_windows: int, global_batch_size: int, world_size: int) -> int:
     per_rank = max(1, global_batch_size // world_size)
     return math.ceil(math.ceil(n_windows / world_size) / per_rank)
+
+
+def mixed_batch_schedule(
+    batch_counts: Sequence[int], sampling: str, temperature: float, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """One epoch's (task, batch index) order over several tasks' batch lists (see SAMPLINGS).
+
+    The epoch has as many steps as the tasks have batches together; only the share of each
+    task changes. A task given more steps than it has batches cycles through them again (a
+    fresh permutation each pass), one given fewer takes a random subset. The order depends
+    only on `rng`, so every rank of a DDP run follows the same schedule.
+    """
+    counts = np.asarray(batch_counts, dtype=float)
+    total = int(counts.sum())
+    if sampling == "proportional":
+        shares = counts.astype(int)
+    else:
+        weights = (
+            counts ** (1.0 / temperature) if sampling == "temperature" else np.ones_like(counts)
+        )
+        raw = total * weights / weights.sum()
+        shares = np.floor(raw).astype(int)
+        # Largest remainders get the steps rounding left over, so the total is exact.
+        for task in np.argsort(shares - raw)[: total - int(shares.sum())]:
+            shares[task] += 1
+    picks: list[list[tuple[int, int]]] = []
+    for task, (count, share) in enumerate(zip(batch_counts, shares, strict=True)):
+        passes = -(-int(share) // count) if count else 0
+        order = np.concatenate([rng.permutation(count) for _ in range(passes)]) if passes else []
+        picks.append([(task, int(i)) for i in order[:share]])
+    if sampling == "round-robin":
+        interleaved = []
+        for step in range(max((len(p) for p in picks), default=0)):
+            interleaved += [p[step] for p in picks if step < len(p)]
+        return interleaved
+    flat = [pick for task_picks in picks for pick in task_picks]
+    return [flat[i] for i in rng.permutation(len(flat))]

@@ -103,19 +103,34 @@ def evaluate_adapter(
 ) -> EvalReport:
     """Evaluate any bundle (catalog name or path) on any split of a benchmark."""
     from openmed_ray.datasets import require_dataset
+    from openmed_ray.errors import OpenMedError
+    from openmed_ray.models.adapters import split_head_selection
     from openmed_ray.models.bundle import load_bundle
     from openmed_ray.models.catalog import resolve_adapter
+    from openmed_ray.models.classifier import HeadView
 
-    bundle = load_bundle(resolve_adapter(adapter))
+    spec, wanted = split_head_selection(adapter)
+    bundle = load_bundle(resolve_adapter(spec))
     dataset = require_dataset(dataset_name, data_root)
     sentences = dataset.load(split)
-    unknown = sorted({t for s in sentences for t in s.tags} - set(bundle.labels))
+    model, labels = bundle.model, None
+    if bundle.is_multitask:
+        # The head trained on this dataset, unless one is named (all-types:chemical).
+        head = wanted[0] if wanted else bundle.head_for(dataset.name)
+        if head not in bundle.heads or (wanted and len(wanted) > 1):
+            raise OpenMedError(
+                f"multi-type bundle {bundle.name!r} has no head trained on {dataset.name}; "
+                f"name one of its heads {list(bundle.heads)} as {spec}:HEAD"
+            )
+        model, labels = HeadView(bundle.model, head), bundle.heads[head]
+    else:
+        labels = bundle.labels
+    unknown = sorted({t for s in sentences for t in s.tags} - set(labels))
     if unknown:
-        from openmed_ray.errors import OpenMedError
-
         raise OpenMedError(
-            f"adapter {bundle.name!r} predicts {bundle.entity_types}, but {dataset.name} {split} "
-            f"has label(s) {unknown}; evaluate it on a dataset with the same entity types"
+            f"adapter {adapter!r} predicts {sorted({x[2:] for x in labels if x != 'O'})}, but "
+            f"{dataset.name} {split} has label(s) {unknown}; evaluate it on a dataset with the "
+            "same entity types"
         )
     hyper = bundle.card.get("hyperparameters", {})
     from openmed_ray.models.backbones import max_positions
@@ -123,9 +138,9 @@ def evaluate_adapter(
     max_length = min(hyper.get("max_length", 256), max_positions(bundle.model.encoder.config))
     spec = WindowSpec(max_length, hyper.get("overlap", 50))
     report, _ = evaluate_model(
-        bundle.model,
+        model,
         bundle.tokenizer,
-        bundle.labels,
+        labels,
         sentences,
         decoding=decoding or bundle.card.get("decoding", "viterbi"),
         spec=spec,

@@ -34,7 +34,9 @@ class Session:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare_model(
+        self, model: torch.nn.Module, find_unused_parameters: bool = False
+    ) -> torch.nn.Module:
         return model
 
     @contextmanager
@@ -83,10 +85,13 @@ class RayTrainSession(Session):
 
         return ray.train.torch.get_device()
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare_model(
+        self, model: torch.nn.Module, find_unused_parameters: bool = False
+    ) -> torch.nn.Module:
         import ray.train.torch
 
-        return ray.train.torch.prepare_model(model)
+        kwargs = {"find_unused_parameters": True} if find_unused_parameters else None
+        return ray.train.torch.prepare_model(model, parallel_strategy_kwargs=kwargs)
 
     def restored_checkpoint(self):
         import ray.train

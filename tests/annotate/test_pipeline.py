@@ -173,3 +173,25 @@ def test_killed_run_resumes_to_exactly_once(tiny_bundle, tmp_path):
     output, _ = clean.communicate(timeout=600)
     assert clean.returncode == 0, output
     assert rows == entity_rows(tmp_path / "clean")
+
+
+def test_multi_type_bundle_and_single_adapter_in_one_ray_pass(
+    ray_local, tiny_multitask_bundle, tiny_bundle, tmp_path
+):
+    from openmed_ray.annotate.annotator import Annotator
+
+    corpus = write_corpus(tmp_path / "corpus", n=60, files=1)
+    adapters = (str(tiny_multitask_bundle), str(tiny_bundle))
+    summary = annotate_corpus(config(corpus, tmp_path / "out", tiny_bundle, adapters=adapters))
+    rows = entity_rows(tmp_path / "out")
+    assert {r[4] for r in rows} == {"tiny-multi:chemical", "tiny-multi:disease", "tiny"}
+    # The Ray run writes exactly what the in-process engine finds.
+    results = Annotator(list(adapters), threads=1).annotate(make_texts(60))
+    expected = sorted(
+        (f"d{i}", e.start, e.end, e.label, e.adapter)
+        for i, r in enumerate(results)
+        for e in r.entities
+    )
+    assert rows == expected
+    versions = {v["adapter"]: v["version"] for v in summary["adapter_versions"]}
+    assert set(versions) == {"tiny-multi", "tiny"}

@@ -34,5 +34,7 @@ class Backend(ABC):
     character offsets into that text (`text[start:end] == entity.text`).
     """
 
+    n_sources: int = 1  # distinct `adapter` values its entities carry
+
     @abstractmethod
     def annotate(self, texts: Sequence[str]) -> list[BackendOutput]: ...

@@ -5,7 +5,9 @@ every sentence of a batch is tokenized in one call, windows from all documents a
 length and run through each adapter in padded batches, and word-level predictions are decoded
 into BIO spans and mapped back to document character offsets. `text[start:end]` equals the
 entity text by construction: spans start and end on word boundaries of the original text.
-Adapters that share a tokenizer share one tokenization of the batch.
+Adapters that share a tokenizer (and window size) share one tokenization of the batch. A
+multi-type bundle is one encoder pass for all its heads; several head selections of the same
+bundle (`all-types:chemical`, `all-types:gene`) are merged into that one pass.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import numpy as np
 import torch
 
 from openmed_ray.annotate.backends.base import Backend, BackendOutput, Entity
-from openmed_ray.models.adapters import Predictor, load_predictor
+from openmed_ray.errors import OpenMedError
+from openmed_ray.models.adapters import (
+    AdapterIdentity,
+    Predictor,
+    identify_adapter,
+    load_predictor,
+    split_head_selection,
+)
 from openmed_ray.models.inference import AGGREGATIONS, sentence_log_probs
 from openmed_ray.text.decoding import BioDecoder
 from openmed_ray.text.spans import bio_to_spans
@@ -55,11 +64,14 @@ class TransformersBackend(Backend):
         # merged copy so several can run in one pass over the data.
         self.predictors: list[Predictor] = [
             load_predictor(spec, merge=True, precision=precision, runtime=runtime, threads=threads)
-            for spec in adapters
+            for spec in merge_head_selections(adapters, precision, runtime)
         ]
         for predictor in self.predictors:
             predictor.model.to(self.device)
-        self.decoders = [BioDecoder(p.labels, p.decoding) for p in self.predictors]
+        self.decoders = [
+            [BioDecoder(head.labels, head.decoding) for head in p.heads] for p in self.predictors
+        ]
+        self.n_sources = sum(len(p.heads) for p in self.predictors)
 
     def annotate(self, texts: Sequence[str]) -> list[BackendOutput]:
         outputs = [BackendOutput() for _ in texts]
@@ -85,9 +97,9 @@ class TransformersBackend(Backend):
         return outputs
 
     def _tokenizer_groups(self) -> list[list[int]]:
-        groups: dict[str, list[int]] = {}
-        for index, predictor in enumerate(self.predictors):
-            groups.setdefault(predictor.tokenizer_key, []).append(index)
+        groups: dict[tuple, list[int]] = {}
+        for index, p in enumerate(self.predictors):
+            groups.setdefault((p.tokenizer_key, p.max_length, p.overlap), []).append(index)
         return list(groups.values())
 
     def _apply(
@@ -98,7 +110,7 @@ class TransformersBackend(Backend):
         texts: Sequence[str],
         outputs: list[BackendOutput],
     ) -> None:
-        predictor, decoder = self.predictors[index], self.decoders[index]
+        predictor = self.predictors[index]
         log_probs = sentence_log_probs(
             predictor.model,
             windows,
@@ -107,18 +119,50 @@ class TransformersBackend(Backend):
             batch_size=self.batch_size,
             device=self.device,
             aggregation=self.aggregation,
+            head_sizes=predictor.head_sizes,
         )
-        for sentence, scores in zip(sentences, log_probs, strict=True):
-            tags = decoder.decode(scores)
-            labels = [predictor.labels[t] for t in tags]
+        bounds = np.cumsum([0, *predictor.head_sizes])
+        for sentence, all_scores in zip(sentences, log_probs, strict=True):
             text = texts[sentence.document]
-            for first, last, label in bio_to_spans(labels):
-                score = float(np.exp(scores[np.arange(first, last), tags[first:last]]).mean())
-                if score < self.threshold:
-                    continue
-                start, end = sentence.offsets[first][0], sentence.offsets[last - 1][1]
-                outputs[sentence.document].entities.append(
-                    Entity(
-                        start, end, text[start:end], label, score, predictor.name, predictor.version
+            for head, decoder, lo, hi in zip(
+                predictor.heads, self.decoders[index], bounds[:-1], bounds[1:], strict=True
+            ):
+                scores = all_scores[:, lo:hi]
+                tags = decoder.decode(scores)
+                labels = [head.labels[t] for t in tags]
+                for first, last, label in bio_to_spans(labels):
+                    score = float(np.exp(scores[np.arange(first, last), tags[first:last]]).mean())
+                    if score < self.threshold:
+                        continue
+                    start, end = sentence.offsets[first][0], sentence.offsets[last - 1][1]
+                    outputs[sentence.document].entities.append(
+                        Entity(
+                            start, end, text[start:end], label, score, head.name, predictor.version
+                        )
                     )
-                )
+
+
+def merge_head_selections(adapters: Sequence[str], precision: str, runtime: str) -> list[str]:
+    """The adapter specs with head selections of one multi-type bundle merged into one spec
+    (one encoder pass), in first-seen order. Two different bundles under one name would
+    write indistinguishable `adapter` values, so that is refused."""
+    merged: dict[str, tuple[AdapterIdentity, str, list[str]]] = {}
+    specs: list[str] = []
+    for spec in adapters:
+        identity = identify_adapter(spec, precision, runtime)
+        if not identity.heads:
+            specs.append(spec)
+            continue
+        known = merged.get(identity.name)
+        if known is None:
+            merged[identity.name] = (identity, split_head_selection(spec)[0], list(identity.heads))
+            specs.append(identity.name)
+            continue
+        if known[0].path != identity.path or known[0].version != identity.version:
+            raise OpenMedError(
+                f"adapter name {identity.name!r} names two different multi-type bundles "
+                f"({known[0].path}, version {known[0].version}; {identity.path}, version "
+                f"{identity.version}); their entities could not be told apart"
+            )
+        known[2].extend(head for head in identity.heads if head not in known[2])
+    return [f"{merged[s][1]}:{'+'.join(merged[s][2])}" if s in merged else s for s in specs]
