@@ -211,12 +211,13 @@ def f1_on_test(
 
     card = read_card(resolve_adapter(adapter))
     predictor = load_predictor(adapter, merge=True, precision=precision, runtime=runtime)
+    (head,) = predictor.heads
     report, _ = evaluate_model(
         predictor.model,
         predictor.tokenizer,
-        predictor.labels,
+        head.labels,
         require_dataset(card["dataset"]).load("test")[:limit],
-        decoding=predictor.decoding,
+        decoding=head.decoding,
     )
     return report.f1
 

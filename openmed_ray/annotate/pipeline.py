@@ -103,8 +103,9 @@ def annotate_corpus(config: AnnotateConfig, address: str | None = None) -> dict[
     output, see openmed_ray/io/claim.py) before it joins Ray (`address`, see `ensure_ray`)
     or writes anything, and releases it when it stops."""
     adapters = list(config.adapters or DEFAULT_ADAPTERS)
+    device = "cuda" if config.gpus_per_actor > 0 else "cpu"
     identities = [
-        identify_adapter(adapter, config.precision, config.runtime) for adapter in adapters
+        identify_adapter(adapter, config.precision, config.runtime, device) for adapter in adapters
     ]
     corpus = inspect_corpus(config.input, config.id_column, config.text_column)
     out = config.output.rstrip("/")
@@ -300,6 +301,15 @@ def summarize(
         "run_id": run_id,
         "adapters": [i.name for i in identities],
         "adapter_versions": [{"adapter": i.name, "version": i.version} for i in identities],
+        "precision": {
+            "requested": config.precision,
+            "runtime": config.runtime,
+            "by_adapter": {
+                i.name: {"precision": i.precision, "reason": i.precision_reason}
+                for i in identities
+                if i.kind != "spacy"
+            },
+        },
         "docs_in": n_input,
         "docs": documents.num_rows,
         "docs_ok": documents.num_rows - errors.num_rows,

@@ -23,6 +23,7 @@ from openmed_ray.errors import OpenMedError
 from openmed_ray.models.backbones import load_tokenizer, max_positions
 from openmed_ray.models.bundle import MULTITASK, bundle_version, is_bundle, load_bundle, read_card
 from openmed_ray.models.catalog import UnknownAdapterError, catalog_entries, resolve_adapter
+from openmed_ray.models.precision import AUTO, PrecisionChoice, choose_precision
 from openmed_ray.models.spacy_pipelines import describe_pipeline, is_spacy_spec
 
 
@@ -97,6 +98,8 @@ class AdapterIdentity:
     kind: str  # "bundle", "transformers" or "spacy"
     weights_version: str  # the content hash alone
     heads: tuple[str, ...] = ()  # a multi-type bundle's chosen heads (all unless selected)
+    precision: str = "fp32"  # the precision it runs at (`auto` resolved)
+    precision_reason: str = "requested"
 
 
 def split_head_selection(spec: str) -> tuple[str, list[str] | None]:
@@ -144,30 +147,41 @@ def _hash_weights(path: Path) -> str:
 
 
 def check_inference(precision: str, runtime: str) -> None:
-    if precision not in PRECISIONS:
-        raise OpenMedError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in (AUTO, *PRECISIONS):
+        raise OpenMedError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
     if runtime not in RUNTIMES:
         raise OpenMedError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "onnx" and precision == "bf16":
         raise OpenMedError("the onnx runtime runs fp32 or int8; use bf16 with --runtime torch")
 
 
-def identify_adapter(spec: str, precision: str = "fp32", runtime: str = "torch") -> AdapterIdentity:
+def identify_adapter(
+    spec: str, precision: str = "fp32", runtime: str = "torch", device: str = "cpu"
+) -> AdapterIdentity:
     """Resolve a catalog name, bundle path or HF model directory; fail clearly otherwise.
 
+    `auto` precision is resolved from the card and the device (see models/precision.py).
     The version carries the precision and runtime when they are not the reference (torch
     FP32), so outputs of numerically different runs are never mixed up."""
     check_inference(precision, runtime)
     if is_spacy_spec(spec):
         name, version, location = describe_pipeline(spec)
         return AdapterIdentity(name, version, location, "spacy", version)
-    suffix = "".join(f"-{part}" for part in (runtime, precision) if part not in ("torch", "fp32"))
     entries = catalog_entries()
     spec, wanted_heads = split_head_selection(spec)
     path = Path(spec).expanduser()
     if spec not in entries and not is_bundle(path) and _is_hf_token_classifier(path):
+        choice = _resolve_precision(precision, {}, device, runtime)
         weights = _hash_weights(path)
-        return AdapterIdentity(path.name, weights + suffix, path.resolve(), "transformers", weights)
+        return AdapterIdentity(
+            path.name,
+            weights + _version_suffix(choice.precision, runtime),
+            path.resolve(),
+            "transformers",
+            weights,
+            precision=choice.precision,
+            precision_reason=choice.reason,
+        )
     try:
         directory = resolve_adapter(spec)
     except UnknownAdapterError:
@@ -184,15 +198,37 @@ def identify_adapter(spec: str, precision: str = "fp32", runtime: str = "torch")
         )
     name = spec if spec in entries else (card.get("name") or directory.name)
     weights = bundle_version(directory)
+    heads: tuple[str, ...] = ()
     if card.get("task") == MULTITASK:
         heads = select_heads(directory, card, wanted_heads)
-        return AdapterIdentity(name, weights + suffix, directory, "bundle", weights, heads)
-    if wanted_heads is not None:
+    elif wanted_heads is not None:
         raise UnknownAdapterError(
             f"{spec!r} is a single-type adapter ({directory}); only multi-type bundles take a "
             f"head selection like {spec}:{'+'.join(wanted_heads)}"
         )
-    return AdapterIdentity(name, weights + suffix, directory, "bundle", weights)
+    choice = _resolve_precision(precision, card, device, runtime)
+    return AdapterIdentity(
+        name,
+        weights + _version_suffix(choice.precision, runtime),
+        directory,
+        "bundle",
+        weights,
+        heads,
+        choice.precision,
+        choice.reason,
+    )
+
+
+def _resolve_precision(
+    precision: str, card: dict[str, Any], device: str, runtime: str
+) -> PrecisionChoice:
+    if precision == AUTO:
+        return choose_precision(card, device, runtime)
+    return PrecisionChoice(precision, "requested")
+
+
+def _version_suffix(precision: str, runtime: str) -> str:
+    return "".join(f"-{part}" for part in (runtime, precision) if part not in ("torch", "fp32"))
 
 
 def load_predictor(
@@ -202,9 +238,11 @@ def load_predictor(
     precision: str = "fp32",
     runtime: str = "torch",
     threads: int | None = None,
+    device: str = "cpu",
 ) -> Predictor:
     """A ready-to-run predictor for a catalog name, bundle path or HF model directory."""
-    identity = identify_adapter(spec, precision, runtime)
+    identity = identify_adapter(spec, precision, runtime, device)
+    precision = identity.precision
     if identity.kind == "spacy":
         raise OpenMedError(
             f"{spec} is a spaCy pipeline: it runs in the annotation engine, not as a predictor"

@@ -100,49 +100,72 @@ def evaluate_adapter(
     *,
     decoding: str | None = None,
     data_root: str | None = None,
+    precision: str = "fp32",
+    runtime: str = "torch",
 ) -> EvalReport:
-    """Evaluate any bundle (catalog name or path) on any split of a benchmark."""
-    from openmed_ray.datasets import require_dataset
-    from openmed_ray.errors import OpenMedError
-    from openmed_ray.models.adapters import split_head_selection
-    from openmed_ray.models.bundle import load_bundle
-    from openmed_ray.models.catalog import resolve_adapter
-    from openmed_ray.models.classifier import HeadView
+    """Evaluate any adapter (catalog name, bundle path, HF directory) on any benchmark split,
+    with the model the annotation engine runs at that precision and runtime.
 
-    spec, wanted = split_head_selection(adapter)
-    bundle = load_bundle(resolve_adapter(spec))
-    dataset = require_dataset(dataset_name, data_root)
-    sentences = dataset.load(split)
-    model, labels = bundle.model, None
-    if bundle.is_multitask:
-        # The head trained on this dataset, unless one is named (all-types:chemical).
-        head = wanted[0] if wanted else bundle.head_for(dataset.name)
-        if head not in bundle.heads or (wanted and len(wanted) > 1):
-            raise OpenMedError(
-                f"multi-type bundle {bundle.name!r} has no head trained on {dataset.name}; "
-                f"name one of its heads {list(bundle.heads)} as {spec}:HEAD"
-            )
-        model, labels = HeadView(bundle.model, head), bundle.heads[head]
-    else:
-        labels = bundle.labels
-    unknown = sorted({t for s in sentences for t in s.tags} - set(labels))
-    if unknown:
-        raise OpenMedError(
-            f"adapter {adapter!r} predicts {sorted({x[2:] for x in labels if x != 'O'})}, but "
-            f"{dataset.name} {split} has label(s) {unknown}; evaluate it on a dataset with the "
-            "same entity types"
-        )
-    hyper = bundle.card.get("hyperparameters", {})
-    from openmed_ray.models.backbones import max_positions
-
-    max_length = min(hyper.get("max_length", 256), max_positions(bundle.model.encoder.config))
-    spec = WindowSpec(max_length, hyper.get("overlap", 50))
-    report, _ = evaluate_model(
-        model,
-        bundle.tokenizer,
-        labels,
-        sentences,
-        decoding=decoding or bundle.card.get("decoding", "viterbi"),
-        spec=spec,
+    A multi-type bundle is scored by the head trained on the dataset, or by the one head
+    named as NAME:HEAD."""
+    report, _, _ = adapter_predictions(
+        adapter,
+        dataset_name,
+        split,
+        decoding=decoding,
+        data_root=data_root,
+        precision=precision,
+        runtime=runtime,
     )
     return report
+
+
+def adapter_predictions(
+    adapter: str,
+    dataset_name: str,
+    split: str = "test",
+    *,
+    decoding: str | None = None,
+    data_root: str | None = None,
+    precision: str = "fp32",
+    runtime: str = "torch",
+) -> tuple[EvalReport, list[Sentence], list[list[str]]]:
+    """`evaluate_adapter` with the gold sentences and predicted tags (significance tests)."""
+    from openmed_ray.datasets import require_dataset
+    from openmed_ray.errors import OpenMedError
+    from openmed_ray.models.adapters import identify_adapter, load_predictor, split_head_selection
+    from openmed_ray.models.bundle import read_card
+
+    dataset = require_dataset(dataset_name, data_root)
+    identity = identify_adapter(adapter, precision, runtime)
+    if len(identity.heads) > 1:
+        heads = {h["dataset"].lower(): h["name"] for h in read_card(identity.path)["heads"]}
+        head = heads.get(dataset.name.lower())
+        if head is None:
+            raise OpenMedError(
+                f"multi-type bundle {identity.name!r} has no head trained on {dataset.name}; "
+                f"name one of its heads {list(identity.heads)} as "
+                f"{split_head_selection(adapter)[0]}:HEAD"
+            )
+        adapter = f"{split_head_selection(adapter)[0]}:{head}"
+    elif split_head_selection(adapter)[1] and len(identity.heads) != 1:
+        raise OpenMedError(f"{adapter}: evaluate one head at a time")
+    predictor = load_predictor(adapter, merge=True, precision=precision, runtime=runtime)
+    (head,) = predictor.heads
+    sentences = dataset.load(split)
+    unknown = sorted({t for s in sentences for t in s.tags} - set(head.labels))
+    if unknown:
+        raise OpenMedError(
+            f"adapter {adapter!r} predicts {sorted({x[2:] for x in head.labels if x != 'O'})}, "
+            f"but {dataset.name} {split} has label(s) {unknown}; evaluate it on a dataset with "
+            "the same entity types"
+        )
+    report, predicted = evaluate_model(
+        predictor.model,
+        predictor.tokenizer,
+        head.labels,
+        sentences,
+        decoding=decoding or head.decoding,
+        spec=WindowSpec(predictor.max_length, predictor.overlap),
+    )
+    return report, sentences, predicted

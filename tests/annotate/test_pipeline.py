@@ -195,3 +195,7 @@ def test_multi_type_bundle_and_single_adapter_in_one_ray_pass(
     assert rows == expected
     versions = {v["adapter"]: v["version"] for v in summary["adapter_versions"]}
     assert set(versions) == {"tiny-multi", "tiny"}
+    # auto (the default) with no int8 measurement in the cards: FP32, and the summary says why.
+    assert summary["precision"]["requested"] == "auto"
+    for choice in summary["precision"]["by_adapter"].values():
+        assert choice["precision"] == "fp32" and "no int8 F1 measurement" in choice["reason"]

@@ -63,7 +63,14 @@ class TransformersBackend(Backend):
         # Merging LoRA into the encoder removes adapter overhead; each adapter keeps its own
         # merged copy so several can run in one pass over the data.
         self.predictors: list[Predictor] = [
-            load_predictor(spec, merge=True, precision=precision, runtime=runtime, threads=threads)
+            load_predictor(
+                spec,
+                merge=True,
+                precision=precision,
+                runtime=runtime,
+                threads=threads,
+                device=device,
+            )
             for spec in merge_head_selections(adapters, precision, runtime)
         ]
         for predictor in self.predictors:
