@@ -113,11 +113,17 @@ def run_baseline(model_dir: Path, texts: list[str], threads: int) -> dict:
 
 
 def run_engine(
-    adapter: str, texts: list[str], threads: int, precision: str = "fp32", runtime: str = "torch"
+    adapter: str | list[str],
+    texts: list[str],
+    threads: int,
+    precision: str = "fp32",
+    runtime: str = "torch",
 ) -> tuple[dict, list]:
+    """One in-process Annotator over `texts` (one adapter, or several in one pass)."""
     from openmed_ray.annotate.annotator import Annotator
 
-    annotator = Annotator([adapter], threads=threads, precision=precision, runtime=runtime)
+    adapters = [adapter] if isinstance(adapter, str) else adapter
+    annotator = Annotator(adapters, threads=threads, precision=precision, runtime=runtime)
     annotator.annotate(texts[:8])  # warm-up (allocator, kernels)
     started = time.perf_counter()
     results = []
@@ -127,7 +133,11 @@ def run_engine(
     entities = [
         (i, e.start, e.end, e.label, e.score) for i, r in enumerate(results) for e in r.entities
     ]
-    return {"seconds": seconds, "entities": len(entities)}, entities
+    return {
+        "seconds": seconds,
+        "entities": len(entities),
+        "wordpieces_processed": sum(r.n_wordpieces for r in results),
+    }, entities
 
 
 def run_ray(adapter: str, docs: list[dict], actors: int, workdir: Path) -> tuple[dict, list]:
