@@ -177,10 +177,18 @@ def load_optimizer_state(optimizer, scheduler, optimizer_state: dict[str, Any] |
         scheduler.load_state_dict(optimizer_state["scheduler"])
 
 
-def optimizer_step(loss: torch.Tensor, optimizer, scheduler, scaler) -> float:
-    """Backward (scaled for fp16 on GPU), step, schedule; returns the loss as a float."""
+def optimizer_step(
+    loss: torch.Tensor, optimizer, scheduler, scaler, max_grad_norm: float | None = None
+) -> float:
+    """Backward (scaled for fp16 on GPU), clip the gradient norm, step, schedule; returns the
+    loss as a float."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if max_grad_norm is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        torch.nn.utils.clip_grad_norm_(
+            [p for group in optimizer.param_groups for p in group["params"]], max_grad_norm
+        )
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()

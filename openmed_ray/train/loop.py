@@ -260,7 +260,7 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_cuda):
                 logits = model(batch.input_ids.to(device), batch.attention_mask.to(device), *head)
                 loss = loss_fn(logits.float().view(-1, n_labels), batch.labels.to(device).view(-1))
-            progress.add(optimizer_step(loss, optimizer, scheduler, scaler))
+            progress.add(optimizer_step(loss, optimizer, scheduler, scaler, config.max_grad_norm))
         train_seconds = time.perf_counter() - progress.started
 
         reports = [

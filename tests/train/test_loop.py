@@ -81,3 +81,26 @@ def test_early_stopping_after_patience_epochs_without_gain(tiny_backbone, tiny_d
     assert state["stopped_early"]
     assert [r["epoch"] for r in session.reports] == [1, 2, 3]
     assert state["best_epoch"] == 1
+
+
+def test_optimizer_step_clips_the_gradient_norm():
+    from openmed_ray.train.common import optimizer_step
+
+    def step(max_grad_norm):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 4)
+        before = layer.weight.detach().clone()
+        optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        loss = 1000.0 * layer(torch.ones(2, 4)).pow(2).sum()
+        optimizer_step(loss, optimizer, scheduler, scaler, max_grad_norm)
+        grads = [layer.weight.grad, layer.bias.grad]
+        return torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])), before, layer
+
+    unclipped, _, _ = step(None)
+    clipped, before, layer = step(1.0)
+    assert unclipped > 100.0
+    assert clipped == pytest.approx(1.0, rel=1e-4)
+    # SGD at lr 1 moves the weights by exactly the clipped gradient.
+    assert torch.allclose(before - layer.weight.detach(), layer.weight.grad)
