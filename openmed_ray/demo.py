@@ -30,7 +30,8 @@ def main(output: str = "runs/demo") -> int:
     print(format_summary(summary))
     entities = read_parts(output, ENTITIES)
     print("\nexample entities:")
-    for adapter in summary["adapters"]:
+    # One block per entity source: an adapter, or each head of a multi-type bundle.
+    for adapter in sorted(set(entities.column("adapter").to_pylist())):
         rows = entities.filter(pc.equal(entities.column("adapter"), adapter)).slice(0, 6)
         for row in rows.to_pylist():
             print(
