@@ -358,6 +358,11 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", help="minilm, a Hugging Face id, or a local directory")
     parser.add_argument("--output", help="report, and final/ with the final adapter")
     parser.add_argument("--storage", help="Tune state, local or s3:// (default: OUTPUT/tune)")
+    parser.add_argument(
+        "--ledger",
+        help="finished trials as JSON, local or s3:// (default: OUTPUT/trials.json); a sweep "
+        "whose Tune state is gone continues from it with --resume",
+    )
     method = parser.add_mutually_exclusive_group()
     method.add_argument("--lora", dest="method", action="store_const", const="lora")
     method.add_argument("--full", dest="method", action="store_const", const="full")

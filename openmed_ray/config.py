@@ -414,6 +414,9 @@ class SweepConfig(Config):
     space: SearchSpaceConfig = dataclasses.field(default_factory=SearchSpaceConfig)
     output: str = "runs/sweep"  # sweep.json, sweep.md, sweep.png and final/ (the adapter)
     storage: str | None = None  # Tune's experiment state, local or s3://; None: OUTPUT/tune
+    # Every finished trial, written as it ends (hpo/ledger.py); keep it where it outlives
+    # the disk (committed, or s3://) and a new sweep continues from it. None: OUTPUT/trials.json
+    ledger: str | None = None
     trials: int = 40
     concurrency: int = 1
     cpus_per_trial: float = 1.0
@@ -443,6 +446,10 @@ class SweepConfig(Config):
     @property
     def storage_uri(self) -> str:
         return self.storage or str(Path(self.output).expanduser().resolve() / "tune")
+
+    @property
+    def ledger_uri(self) -> str:
+        return self.ledger or str(Path(self.output).expanduser().resolve() / "trials.json")
 
 
 def load_with_overrides(

@@ -13,25 +13,25 @@ from typing import Any
 
 from openmed_ray.config import FinetuneConfig, SweepConfig
 from openmed_ray.errors import OpenMedError
+from openmed_ray.hpo.ledger import (
+    METRIC,
+    Ledger,
+    open_ledger,
+    read_ledger,
+    searched_params,
+    trial_row,
+)
 from openmed_ray.hpo.space import trial_config, tune_param_space
 from openmed_ray.io.claim import Claim, acquire_claim
 from openmed_ray.io.filesystem import is_remote, join, resolve, write_bytes_atomic
+from openmed_ray.models.bundle import update_card
 from openmed_ray.runtime import ensure_ray, require_resources
 from openmed_ray.train.finetune import finetune, preflight
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "sweep"
-METRIC = "dev_f1"
 SWEEP_FILE = "sweep.json"
-PARAMS = (
-    "learning_rate",
-    "batch_size",
-    "weight_decay",
-    "warmup_ratio",
-    "lora_rank",
-    "lora_dropout",
-)
 
 
 def run_trial(params: dict[str, Any], base: dict[str, Any]) -> None:
@@ -82,11 +82,14 @@ def _storage(config: SweepConfig) -> tuple[Any, str]:
     return None, str(Path(uri).expanduser().resolve())
 
 
-def make_tuner(config: SweepConfig, base: FinetuneConfig):
-    """A new Tuner, or the interrupted one restored (finished trials are never rerun)."""
+def make_tuner(config: SweepConfig, base: FinetuneConfig, ledger: Ledger):
+    """The interrupted Tuner restored; else a new one that replays the ledger's trials into
+    TPE and runs the ones still missing; None when the ledger already holds them all.
+    Finished trials are never rerun."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from openmed_ray.hpo.tune_hooks import LedgerCallback, ReplayingOptunaSearch
 
     filesystem, storage_path = _storage(config)
     trainable = tune.with_resources(
@@ -108,20 +111,30 @@ def make_tuner(config: SweepConfig, base: FinetuneConfig):
             resume_errored=True,
             storage_filesystem=filesystem,
         )
+    remaining = config.trials - len(ledger.trials)
+    if remaining <= 0:
+        log.info("%s holds all %d trials; no search left to run", ledger.uri, config.trials)
+        return None
+    if ledger.trials:
+        log.info("replaying %d trials from %s into TPE", len(ledger.trials), ledger.uri)
     return tune.Tuner(
         trainable,
         param_space=tune_param_space(config.space, base.method),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
-            search_alg=OptunaSearch(seed=config.seed),  # TPE by default
+            # TPE samples its first 10 points at random from a generator seeded here: the
+            # same seed after a replay would propose the earlier trials' points again.
+            search_alg=ReplayingOptunaSearch(
+                replay=ledger.trials, seed=config.seed + len(ledger.trials)
+            ),
             scheduler=ASHAScheduler(
                 time_attr="training_iteration",
                 max_t=base.epochs,
                 grace_period=config.grace_period,
                 reduction_factor=config.reduction_factor,
             ),
-            num_samples=config.trials,
+            num_samples=remaining,
             max_concurrent_trials=config.concurrency,
         ),
         run_config=tune.RunConfig(
@@ -131,37 +144,25 @@ def make_tuner(config: SweepConfig, base: FinetuneConfig):
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # A trial whose worker dies restarts from its last epoch checkpoint.
             failure_config=tune.FailureConfig(max_failures=config.trial_retries),
+            callbacks=[LedgerCallback(ledger, base.epochs)],
         ),
     )
 
 
 def trial_record(result, max_epochs: int) -> dict[str, Any]:
-    """One trial's config, dev F1 per epoch, seconds and how it ended."""
+    """One trial of Tune's result grid as a ledger row."""
     metrics = result.metrics or {}
     frame = result.metrics_dataframe
-    history = (
-        [round(float(v), 6) for v in frame[METRIC].tolist()]
-        if frame is not None and METRIC in frame
-        else []
+    history = frame[METRIC].tolist() if frame is not None and METRIC in frame else []
+    return trial_row(
+        metrics.get("trial_id") or Path(result.path).name,
+        searched_params(result.config),
+        history,
+        seconds=metrics.get("time_total_s", 0.0),
+        stopped_early=bool(metrics.get("stopped_early")),
+        error=None if result.error is None else str(result.error),
+        max_epochs=max_epochs,
     )
-    if result.error is not None:
-        status = "error"
-    elif metrics.get("stopped_early"):
-        status = "early_stopped"  # patience ran out
-    elif len(history) < max_epochs:
-        status = "pruned"  # ASHA cut it at a rung
-    else:
-        status = "completed"
-    return {
-        "trial_id": metrics.get("trial_id") or Path(result.path).name,
-        "params": {k: result.config[k] for k in PARAMS if k in result.config},
-        "dev_f1": max(history) if history else None,
-        "dev_f1_by_epoch": history,
-        "epochs": len(history),
-        "seconds": round(float(metrics.get("time_total_s", 0.0)), 1),
-        "status": status,
-        "error": None if result.error is None else str(result.error).splitlines()[0][:500],
-    }
 
 
 def run_sweep(config: SweepConfig) -> dict[str, Any]:
@@ -185,9 +186,15 @@ def _search_and_train(config: SweepConfig, base: FinetuneConfig, claim: Claim) -
     output = Path(config.output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    grid = make_tuner(config, base).fit()
+    ledger = open_ledger(config.ledger_uri, config)
+    replayed = len(ledger.trials)
+    tuner = make_tuner(config, base, ledger)
+    grid = tuner.fit() if tuner is not None else []
     search_seconds = time.perf_counter() - started
-    trials = sorted((trial_record(r, base.epochs) for r in grid), key=lambda t: t["trial_id"])
+    # Every trial of every session: the ledger (its callback wrote this run's too), with the
+    # result grid's full per-epoch history on top.
+    ledger = read_ledger(ledger.uri) or ledger
+    trials = ledger.merged([trial_record(r, base.epochs) for r in grid])
     scored = [t for t in trials if t["dev_f1"] is not None]
     if not scored:
         errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t["error"])
@@ -199,6 +206,20 @@ def _search_and_train(config: SweepConfig, base: FinetuneConfig, claim: Claim) -
         output=str(output / "final"), seed=config.seed
     )
     final = _final_training(final_config, config.resume)
+    provenance = {
+        "sweep_id": ledger.sweep_id,
+        "ledger": ledger.uri,
+        "trials": len(trials),
+        "best_trial": best["trial_id"],
+        "best_dev_f1": best["dev_f1"],
+        "search": "Optuna TPE + ASHA on dev F1",
+        "space": config.space.to_dict(),
+        "max_epochs_per_trial": base.epochs,
+        "max_train_sentences": base.max_train_sentences,
+        "final_epochs": final["epochs_trained"],
+        "final_best_epoch": final.get("best_epoch"),
+    }
+    update_card(final["bundle"], sweep=provenance)
     summary = {
         "dataset": final["dataset"],
         "backbone": config.finetune.backbone,
@@ -206,8 +227,12 @@ def _search_and_train(config: SweepConfig, base: FinetuneConfig, claim: Claim) -
         "protocol": "search on train/dev only; one final training (fixed seed) and one test evaluation",
         "trials_requested": config.trials,
         "concurrency": config.concurrency,
+        "sweep_id": ledger.sweep_id,
+        "ledger": ledger.uri,
+        "trials_replayed": replayed,
         "search_seconds": round(search_seconds, 1),
-        "trials_per_hour": round(len(trials) / search_seconds * 3600, 2),
+        "trials_run": len(trials) - replayed,
+        "trials_per_hour": round((len(trials) - replayed) / search_seconds * 3600, 2),
         "space": config.space.to_dict(),
         "max_epochs": base.epochs,
         "trials": trials,
