@@ -304,9 +304,7 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="YAML with AnnotateConfig fields; flags override it")
     parser.add_argument("--input", help="Parquet file, directory or s3:// URI")
     parser.add_argument("--output", help="directory or s3:// URI")
-    parser.add_argument(
-        "--adapters", help="comma-separated names or paths (default: disease,chemical)"
-    )
+    parser.add_argument("--adapters", help="comma-separated names or paths (default: all-types)")
     parser.add_argument("--id-column")
     parser.add_argument("--text-column")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass")

