@@ -7,8 +7,11 @@ Systems, all on the first N PMC-OA abstracts of ../shared/data/corpora and one a
   1. baseline: transformers `pipeline("token-classification", aggregation_strategy="simple")`
      fed through `KeyDataset` with batch_size=16, as in OpenMed's published batch example
      (stride=50 so abstracts over 512 wordpieces do not crash it);
-  2. engine: openmed_ray's Annotator in-process (FP32);
-  3. ray_1_actor / ray_2_actors: the full Ray Data pipeline on local Ray;
+  2. engine: openmed_ray's Annotator in-process (FP32), eager and compiled (torch.compile
+     with frozen weights, what `annotate --compile auto` runs on corpora of at least 5,000
+     documents per actor; its one-time compile is reported apart, as `compile_seconds`);
+  3. ray_1_actor / ray_2_actors: the full Ray Data pipeline on local Ray (400 documents:
+     `auto` stays eager), and ray_1_actor_compiled with `--compile on`;
   4. options beyond the torch FP32 engine: torch bfloat16, torch int8 (dynamic, per channel),
      and ONNX Runtime in FP32 and int8 (dynamic, per channel, head kept in FP32), each with
      its F1 cost on the adapter's benchmark test set.
@@ -118,13 +121,18 @@ def run_engine(
     threads: int,
     precision: str = "fp32",
     runtime: str = "torch",
+    compile: bool = False,
 ) -> tuple[dict, list]:
     """One in-process Annotator over `texts` (one adapter, or several in one pass)."""
     from openmed_ray.annotate.annotator import Annotator
 
     adapters = [adapter] if isinstance(adapter, str) else adapter
-    annotator = Annotator(adapters, threads=threads, precision=precision, runtime=runtime)
-    annotator.annotate(texts[:8])  # warm-up (allocator, kernels)
+    annotator = Annotator(
+        adapters, threads=threads, precision=precision, runtime=runtime, compile=compile
+    )
+    started = time.perf_counter()
+    annotator.annotate(texts[:8])  # warm-up (allocator, kernels; the compile, if any)
+    warmup_seconds = time.perf_counter() - started
     started = time.perf_counter()
     results = []
     for begin in range(0, len(texts), 256):
@@ -135,12 +143,15 @@ def run_engine(
     ]
     return {
         "seconds": seconds,
+        "warmup_seconds": round(warmup_seconds, 1),
         "entities": len(entities),
         "wordpieces_processed": sum(r.n_wordpieces for r in results),
     }, entities
 
 
-def run_ray(adapter: str, docs: list[dict], actors: int, workdir: Path) -> tuple[dict, list]:
+def run_ray(
+    adapter: str, docs: list[dict], actors: int, workdir: Path, compile: str = "auto"
+) -> tuple[dict, list]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -155,7 +166,7 @@ def run_ray(adapter: str, docs: list[dict], actors: int, workdir: Path) -> tuple
             pa.table({"doc_id": [d["doc_id"] for d in docs], "text": [d["text"] for d in docs]}),
             corpus,
         )
-    out = workdir / f"ray-{actors}"
+    out = workdir / f"ray-{actors}-{compile}"
     shutil.rmtree(out, ignore_errors=True)
     ensure_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     config = AnnotateConfig(
@@ -169,6 +180,7 @@ def run_ray(adapter: str, docs: list[dict], actors: int, workdir: Path) -> tuple
         docs_per_batch=64,
         # Small parts so their write times show the steady state (see steady_state_rate).
         rows_per_file=64,
+        compile=compile,
     )
     started = time.perf_counter()
     summary = annotate_corpus(config)
@@ -186,6 +198,7 @@ def run_ray(adapter: str, docs: list[dict], actors: int, workdir: Path) -> tuple
         "seconds": seconds,
         "entities": len(entities),
         "pipeline_summary": summary["this_run"],
+        "compile": summary["compile"],
         "steady_state": steady_state_rate(out),
     }, entities
 
@@ -211,19 +224,24 @@ def same_entities(a: list, b: list, tolerance: float = 1e-4) -> bool:
 
 
 def f1_on_test(
-    adapter: str, precision: str, runtime: str = "torch", limit: int | None = None
+    adapter: str,
+    precision: str,
+    runtime: str = "torch",
+    limit: int | None = None,
+    compile: bool = False,
 ) -> float:
     from openmed_ray.datasets import require_dataset
     from openmed_ray.models.adapters import load_predictor
     from openmed_ray.models.bundle import read_card
     from openmed_ray.models.catalog import resolve_adapter
+    from openmed_ray.models.compiled import compile_for_inference
     from openmed_ray.train.evaluate import evaluate_model
 
     card = read_card(resolve_adapter(adapter))
     predictor = load_predictor(adapter, merge=True, precision=precision, runtime=runtime)
     (head,) = predictor.heads
     report, _ = evaluate_model(
-        predictor.model,
+        compile_for_inference(predictor.model) if compile else predictor.model,
         predictor.tokenizer,
         head.labels,
         require_dataset(card["dataset"]).load("test")[:limit],
@@ -238,13 +256,23 @@ def chart(payload: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["baseline", "engine", "ray_1_actor", "ray_2_actors", *payload["options"]]
+    names = [
+        "baseline",
+        "engine",
+        "engine_compiled",
+        "ray_1_actor",
+        "ray_2_actors",
+        "ray_1_actor_compiled",
+        *payload["options"],
+    ]
     values = [
         (payload[n] if n in payload else payload["options"][n])["wordpieces_per_s"] for n in names
     ]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     bars = ax.bar(
-        names, values, color=["grey", "C0", "C1", "C1", *["C2"] * len(payload["options"])]
+        names,
+        values,
+        color=["grey", "C0", "C0", "C1", "C1", "C1", *["C2"] * len(payload["options"])],
     )
     ax.bar_label(bars, fmt="%.0f")
     ax.tick_params(axis="x", labelrotation=25)
@@ -299,23 +327,39 @@ def main(argv: list[str] | None = None) -> int:
     payload["baseline"] = describe(run_baseline(model_dir, texts, args.threads))
     engine, engine_entities = run_engine(args.adapter, texts, args.threads)
     payload["engine"] = describe(engine)
+    compiled, compiled_entities = run_engine(args.adapter, texts, args.threads, compile=True)
+    payload["engine_compiled"] = describe(compiled)
+    payload["engine_compiled"]["compile_seconds"] = compiled["warmup_seconds"]
+    payload["engine_compiled"]["entities_identical_to_engine"] = same_entities(
+        compiled_entities, engine_entities
+    )
     ray_1, ray_1_entities = run_ray(args.adapter, docs, 1, workdir)
     ray_2, ray_2_entities = run_ray(args.adapter, docs, 2, workdir)
+    # The actors compile too (start-up included in the wall time; see steady_state).
+    ray_compiled, ray_compiled_entities = run_ray(args.adapter, docs, 1, workdir, compile="on")
     payload["ray_1_actor"], payload["ray_2_actors"] = describe(ray_1), describe(ray_2)
+    payload["ray_1_actor_compiled"] = describe(ray_compiled)
     payload["ray_entities_identical_to_engine"] = {
         "ray_1_actor": same_entities(ray_1_entities, engine_entities),
         "ray_2_actors": same_entities(ray_2_entities, engine_entities),
+        "ray_1_actor_compiled": same_entities(ray_compiled_entities, engine_entities),
     }
     base = payload["baseline"]["wordpieces_per_s"]
-    payload["speedup_vs_baseline"] = round(payload["engine"]["wordpieces_per_s"] / base, 2)
+    # The FP32 engine as a long annotate run uses it (compiled); eager beside it.
+    payload["speedup_vs_baseline"] = round(payload["engine_compiled"]["wordpieces_per_s"] / base, 2)
+    payload["speedup_vs_baseline_eager"] = round(payload["engine"]["wordpieces_per_s"] / base, 2)
     payload["matmul_peak_gflops"] = round(peak, 1)
     payload["flops_per_wordpiece"] = flops
-    payload["fraction_of_peak"] = round(
-        flops * payload["engine"]["wordpieces_per_s"] / (peak * 1e9), 3
-    )
+    for name in ("engine", "engine_compiled"):
+        payload[name]["fraction_of_peak"] = round(
+            flops * payload[name]["wordpieces_per_s"] / (peak * 1e9), 3
+        )
 
     fp32_f1 = f1_on_test(args.adapter, "fp32", limit=args.test_sentences)
     payload["fp32_test_f1"] = round(fp32_f1, 4)
+    compiled_f1 = f1_on_test(args.adapter, "fp32", limit=args.test_sentences, compile=True)
+    payload["engine_compiled"]["test_f1"] = round(compiled_f1, 4)
+    payload["engine_compiled"]["f1_delta_pp"] = round(100 * (compiled_f1 - fp32_f1), 2)
     payload["options"] = {}
     for option, (runtime, precision) in OPTIONS.items():
         result, _ = run_engine(args.adapter, texts, args.threads, precision, runtime)

@@ -407,7 +407,9 @@ class SweepConfig(Config):
     """A Ray Tune + OptunaSearch (TPE) sweep over `space`, then one final training and test.
 
     `finetune` holds everything the trials share (dataset, backbone, method, LoRA targets,
-    capped training set); its `epochs` is the per-trial maximum and ASHA's horizon.
+    capped training set); its `epochs` is the per-trial maximum and ASHA's horizon. The final
+    training of the best point runs on the full training set (the paper's protocol) for
+    `final_epochs`, early stopping on dev as usual.
     """
 
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
@@ -425,6 +427,9 @@ class SweepConfig(Config):
     reduction_factor: int = 2
     trial_retries: int = 2  # restarts of a trial whose process died (from its last epoch)
     seed: int = 42  # TPE sampler and the final training
+    final_epochs: int | None = None  # None: the trials' max epochs
+    # None: the full training set; a number caps the final training like the trials
+    final_train_sentences: int | None = None
     resume: bool = False
     claim: ClaimConfig = dataclasses.field(default_factory=ClaimConfig)
 
@@ -442,6 +447,12 @@ class SweepConfig(Config):
             f"must not exceed the trials' max epochs ({self.finetune.epochs})",
         )
         require(bool(self.output), "output", "is required")
+        require(self.final_epochs is None or self.final_epochs > 0, "final_epochs", "must be > 0")
+        require(
+            self.final_train_sentences is None or self.final_train_sentences > 0,
+            "final_train_sentences",
+            "must be > 0",
+        )
 
     @property
     def storage_uri(self) -> str:
@@ -474,6 +485,7 @@ def load_with_overrides(
 
 PRECISIONS = ("fp32", "bf16", "int8")  # inference: float32, bfloat16, dynamic int8
 RUNTIMES = ("torch", "onnx")  # onnx: ONNX Runtime (fp32 or int8), the `onnx` extra
+COMPILE_MODES = ("auto", "on", "off")  # torch.compile of fp32/bf16 models; models/compiled.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -482,7 +494,7 @@ class AnnotateConfig(Config):
 
     input: str = ""
     output: str = ""
-    adapters: tuple[str, ...] = ()  # empty: the shipped defaults (disease, chemical)
+    adapters: tuple[str, ...] = ()  # empty: the shipped defaults (models/catalog.py)
     id_column: str = "doc_id"
     text_column: str = "text"
     batch_size: int = 64  # windows per forward pass
@@ -499,6 +511,8 @@ class AnnotateConfig(Config):
     # else fp32; see models/precision.py) | fp32 | bf16 | int8 (dynamic, per channel)
     precision: str = "auto"
     runtime: str = "torch"  # torch | onnx (ONNX Runtime; fp32 or int8)
+    # auto (compile when each actor sees enough documents to pay back the compile) | on | off
+    compile: str = "auto"
     resume: bool = False
     claim: ClaimConfig = dataclasses.field(default_factory=ClaimConfig)
     # Transient storage errors (a dropped S3 connection) are retried per part with
@@ -533,6 +547,7 @@ class AnnotateConfig(Config):
             self.precision in ("auto", *PRECISIONS), "precision", f"auto or one of {PRECISIONS}"
         )
         require(self.runtime in RUNTIMES, "runtime", f"one of {RUNTIMES}")
+        require(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
         require(
             not (self.runtime == "onnx" and self.precision == "bf16"),
             "precision",

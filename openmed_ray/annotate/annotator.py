@@ -62,6 +62,8 @@ class Annotator:
 
     Adapters are catalog names, bundle paths or HF model directories (one transformers
     backend for all of them, sharing tokenization) and `spacy:PACKAGE_OR_PATH` pipelines.
+    `compile` compiles the torch fp32/bf16 models (models/compiled.py): same predictions,
+    faster once the first batches have paid for the compile.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Annotator:
         runtime: str = "torch",
         threads: int | None = None,
         device: str = "cpu",
+        compile: bool = False,
     ) -> None:
         if not adapters:
             raise ValueError("at least one adapter is required")
@@ -93,6 +96,7 @@ class Annotator:
                     runtime=runtime,
                     threads=threads,
                     device=device,
+                    compile=compile,
                 )
             )
         if len(transformer_specs) < len(adapters):

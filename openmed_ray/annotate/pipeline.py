@@ -42,6 +42,7 @@ from openmed_ray.io.corpus import CorpusInfo, inspect_corpus
 from openmed_ray.io.filesystem import join, ray_remote_env, resolve, write_bytes_atomic
 from openmed_ray.models.adapters import identify_adapter
 from openmed_ray.models.catalog import DEFAULT_ADAPTERS
+from openmed_ray.models.compiled import choose_compile
 from openmed_ray.runtime import ensure_ray
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,13 @@ def _annotate(
     )
     unique_ids = corpus.n_rows - sum(count - 1 for count in duplicates.values())
     remaining = unique_ids - len(duplicates) - len(done)
+    compiled = choose_compile(
+        config.compile,
+        runtime=config.runtime,
+        precisions=[i.precision for i in identities if i.kind != "spacy"],
+        docs_per_actor=max(remaining, 0) / plan.max_actors,
+    )
+    log.info("compile: %s (%s)", compiled.compile, compiled.reason)
     if remaining > 0:
         # Streaming repartition into blocks no larger than an output file: parts are written
         # (and a crash loses little) while the run streams, and actors share work evenly,
@@ -200,6 +208,7 @@ def _annotate(
                 "runtime": config.runtime,
                 "threads": plan.threads,
                 "device": "cuda" if config.gpus_per_actor > 0 else "cpu",
+                "compile": compiled.compile,
             },
             compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
             num_cpus=config.cpus_per_actor,
@@ -220,6 +229,11 @@ def _annotate(
     summary = summarize(
         out, config, identities, run_id, seconds, corpus.n_rows, duplicates, orphans
     )
+    summary["compile"] = {
+        "requested": config.compile,
+        "compiled": compiled.compile,
+        "reason": compiled.reason,
+    }
     summary["claim"] = claim.describe()
     write_bytes_atomic(json.dumps(summary, indent=2).encode(), join(out, "summary.json"))
     return summary

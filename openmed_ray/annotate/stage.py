@@ -33,6 +33,7 @@ class AnnotateActor:
         runtime: str,
         threads: int,
         device: str,
+        compile: bool,
     ) -> None:
         from openmed_ray.annotate.annotator import Annotator
 
@@ -45,6 +46,7 @@ class AnnotateActor:
             runtime=runtime,
             threads=threads,
             device=device,
+            compile=compile,
         )
         self.id_column = id_column
         self.text_column = text_column

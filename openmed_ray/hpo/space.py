@@ -1,10 +1,11 @@
-"""The search space: SearchSpaceConfig as Ray Tune domains, and a sample as a FinetuneConfig."""
+"""The search space: SearchSpaceConfig as Ray Tune domains, a sample as a FinetuneConfig, and
+the final training of the chosen sample."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from openmed_ray.config import FinetuneConfig, SearchSpaceConfig
+from openmed_ray.config import FinetuneConfig, SearchSpaceConfig, SweepConfig
 
 
 def tune_param_space(space: SearchSpaceConfig, method: str) -> dict[str, Any]:
@@ -45,4 +46,15 @@ def trial_config(base: FinetuneConfig, params: dict[str, Any]) -> FinetuneConfig
         weight_decay=float(params["weight_decay"]),
         warmup_ratio=float(params["warmup_ratio"]),
         lora=lora,
+    )
+
+
+def final_config(config: SweepConfig, params: dict[str, Any], output: str) -> FinetuneConfig:
+    """The final training of the chosen point: the trials' shared settings with `params`, on
+    the full training set (or `final_train_sentences`) for `final_epochs`, the sweep's seed."""
+    return trial_config(config.finetune, params).replace(
+        output=output,
+        seed=config.seed,
+        epochs=config.final_epochs or config.finetune.epochs,
+        max_train_sentences=config.final_train_sentences,
     )

@@ -21,7 +21,7 @@ from openmed_ray.hpo.ledger import (
     searched_params,
     trial_row,
 )
-from openmed_ray.hpo.space import trial_config, tune_param_space
+from openmed_ray.hpo.space import final_config, trial_config, tune_param_space
 from openmed_ray.io.claim import Claim, acquire_claim
 from openmed_ray.io.filesystem import is_remote, join, resolve, write_bytes_atomic
 from openmed_ray.models.bundle import update_card
@@ -202,10 +202,9 @@ def _search_and_train(config: SweepConfig, base: FinetuneConfig, claim: Claim) -
     best = max(scored, key=lambda t: t["dev_f1"])
     log.info("best trial %s: dev F1 %.4f %s", best["trial_id"], best["dev_f1"], best["params"])
 
-    final_config = trial_config(config.finetune, best["params"]).replace(
-        output=str(output / "final"), seed=config.seed
+    final = _final_training(
+        final_config(config, best["params"], str(output / "final")), config.resume
     )
-    final = _final_training(final_config, config.resume)
     provenance = {
         "sweep_id": ledger.sweep_id,
         "ledger": ledger.uri,
@@ -216,6 +215,7 @@ def _search_and_train(config: SweepConfig, base: FinetuneConfig, claim: Claim) -
         "space": config.space.to_dict(),
         "max_epochs_per_trial": base.epochs,
         "max_train_sentences": base.max_train_sentences,
+        "final_max_train_sentences": config.final_train_sentences,  # None: all
         "final_epochs": final["epochs_trained"],
         "final_best_epoch": final.get("best_epoch"),
     }

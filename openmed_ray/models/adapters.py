@@ -44,6 +44,7 @@ class Predictor:
     tokenizer_key: str  # predictors sharing a key share tokenization
     max_length: int = 256
     overlap: int = 50
+    precision: str = "fp32"  # what the model runs at (`auto` resolved)
 
     @property
     def head_sizes(self) -> list[int]:
@@ -306,5 +307,6 @@ def load_predictor(
     elif precision == "bf16":
         # Weights and activations in bfloat16: AMX/AVX-512-BF16 matmuls on recent x86 CPUs.
         predictor.model = predictor.model.to(torch.bfloat16)
+    predictor.precision = precision
     predictor.model.eval()
     return predictor

@@ -199,3 +199,6 @@ def test_multi_type_bundle_and_single_adapter_in_one_ray_pass(
     assert summary["precision"]["requested"] == "auto"
     for choice in summary["precision"]["by_adapter"].values():
         assert choice["precision"] == "fp32" and "no int8 F1 measurement" in choice["reason"]
+    # auto compile: 60 documents never pay back a compile, so the actors ran eager.
+    assert summary["compile"]["requested"] == "auto" and not summary["compile"]["compiled"]
+    assert "documents per actor, fewer than" in summary["compile"]["reason"]

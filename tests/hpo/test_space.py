@@ -4,7 +4,7 @@ import pytest
 
 from openmed_ray.config import FinetuneConfig, SearchSpaceConfig, SweepConfig
 from openmed_ray.errors import ConfigError
-from openmed_ray.hpo.space import trial_config, tune_param_space
+from openmed_ray.hpo.space import final_config, trial_config, tune_param_space
 
 
 def test_default_space_is_the_papers():
@@ -81,3 +81,20 @@ def test_trial_config_applies_a_sample():
     assert (config.weight_decay, config.warmup_ratio) == (0.05, 0.15)
     assert (config.lora.rank, config.lora.alpha, config.lora.dropout) == (8, 16, 0.02)
     assert config.lora.targets == ("all-linear",)  # what is not searched is kept
+
+
+def test_the_final_training_lifts_the_trials_cap_and_takes_its_own_epochs():
+    sweep = SweepConfig(
+        finetune=FinetuneConfig(epochs=3, max_train_sentences=2000, save_dtype="float16"),
+        final_epochs=12,
+        seed=7,
+    )
+    sample = {"learning_rate": 7e-4, "batch_size": 16, "weight_decay": 0.0, "warmup_ratio": 0.1}
+    config = final_config(sweep, {**sample, "lora_rank": 32}, "runs/final")
+    assert (config.max_train_sentences, config.epochs, config.seed) == (None, 12, 7)
+    assert (config.learning_rate, config.lora.rank, config.output) == (7e-4, 32, "runs/final")
+    assert config.save_dtype == "float16"
+    capped = final_config(sweep.replace(final_epochs=None, final_train_sentences=500), sample, "x")
+    assert (capped.max_train_sentences, capped.epochs) == (500, 3)
+    with pytest.raises(ConfigError, match="final_epochs: must be > 0"):
+        SweepConfig(final_epochs=0)

@@ -37,6 +37,8 @@ def test_optuna_proposes_asha_prunes_and_the_best_trial_is_retrained(sweep):
     assert hyper["batch_size"] == best["params"]["batch_size"]
     assert hyper["lora"]["rank"] == best["params"]["lora_rank"]
     assert hyper["seed"] == 0
+    # The paper's final training: the full training set, for the final epochs.
+    assert (hyper["max_train_sentences"], hyper["epochs"]) == (None, 2)
     # One test evaluation, of the final model only.
     assert summary["final"]["test"] == card["metrics"]["test"]
     assert set(summary["final"]["test"]["per_type"]) == {"Chemical", "Disease"}
@@ -57,7 +59,11 @@ def test_optuna_proposes_asha_prunes_and_the_best_trial_is_retrained(sweep):
     assert provenance["best_trial"] == best["trial_id"]
     assert provenance["best_dev_f1"] == best["dev_f1"]
     assert provenance["space"]["learning_rate"] == [1e-3, 3e-2]
-    assert provenance["final_epochs"] == card["epochs_trained"]
+    assert provenance["final_epochs"] == card["epochs_trained"] == 2
+    assert (provenance["max_train_sentences"], provenance["final_max_train_sentences"]) == (
+        800,
+        None,
+    )
 
 
 def test_a_sweep_whose_tune_state_is_gone_continues_from_its_ledger(

@@ -27,6 +27,7 @@ from openmed_ray.models.adapters import (
     load_predictor,
     split_head_selection,
 )
+from openmed_ray.models.compiled import COMPILABLE_PRECISIONS, compile_for_inference
 from openmed_ray.models.inference import AGGREGATIONS, sentence_log_probs
 from openmed_ray.text.decoding import BioDecoder
 from openmed_ray.text.spans import bio_to_spans
@@ -53,6 +54,7 @@ class TransformersBackend(Backend):
         runtime: str = "torch",
         threads: int | None = None,
         device: str = "cpu",
+        compile: bool = False,
     ) -> None:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -75,6 +77,8 @@ class TransformersBackend(Backend):
         ]
         for predictor in self.predictors:
             predictor.model.to(self.device)
+            if compile and runtime == "torch" and predictor.precision in COMPILABLE_PRECISIONS:
+                predictor.model = compile_for_inference(predictor.model)
         self.decoders = [
             [BioDecoder(head.labels, head.decoding) for head in p.heads] for p in self.predictors
         ]
