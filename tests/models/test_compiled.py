@@ -29,13 +29,15 @@ def test_auto_compiles_only_runs_long_enough_to_pay_for_it():
         AnnotateConfig(input="corpus", output="out", compile="yes")
 
 
-def test_a_compiled_annotator_finds_the_same_entities(tiny_bundle):
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_multitask_bundle"])
+def test_a_compiled_annotator_finds_the_same_entities(bundle, request):
     from openmed_ray.annotate.annotator import Annotator
     from tests.annotate.conftest import make_texts
 
     texts = make_texts(40, seed=3)
-    eager = Annotator([str(tiny_bundle)], threads=1)
-    compiled = Annotator([str(tiny_bundle)], threads=1, compile=True)
+    adapter = str(request.getfixturevalue(bundle))
+    eager = Annotator([adapter], threads=1)
+    compiled = Annotator([adapter], threads=1, compile=True)
     (predictor,) = compiled.backends[0].predictors
     assert type(predictor.model).__name__ == "OptimizedModule"
 
