@@ -180,6 +180,7 @@ def run_ray(
         docs_per_batch=64,
         # Small parts so their write times show the steady state (see steady_state_rate).
         rows_per_file=64,
+        precision="fp32",  # the engine rows are FP32; auto would pick int8 where measured
         compile=compile,
     )
     started = time.perf_counter()

@@ -300,6 +300,7 @@ def ship_sweeps(selected: list[dict]) -> dict[str, dict]:
         bundle = load_bundle(chosen["bundle"])
         choice = {
             "rule": "the HPO sweep's final bundle replaces the shipped one only on higher dev F1",
+            "candidates": {row["dataset"]: "hpo"},
             "dev_f1_by_config": {
                 "hpo": round(chosen["dev_f1"], 4),
                 **({current["method_label"]: round(current_dev, 4)} if current else {}),
