@@ -223,20 +223,25 @@ def ship(rows: list[dict], datasets: set[str]) -> dict[str, dict]:
                     f"cannot ship {name}: {bundle_dir} is gone (runs are not committed); delete "
                     f"{card_path(chosen['dataset'], chosen['config'])} and rerun to retrain it"
                 )
-            bundle = load_bundle(bundle_dir)
-            save_bundle(
-                bundle.model,
-                bundle.labels,
-                {**bundle.card, "name": name, "shipped_choice": choice},
-                SHIPPED / name,
-                backbone_spec=bundle.card["backbone"],
-                save_dtype="float16",
-            )
+            ship_bundle(bundle_dir, name, choice)
         shipped[name] = {"dataset": chosen["dataset"], "config": chosen["config"]}
         print(
             f"shipped {name}: {chosen['dataset']} / {chosen['config']} test F1 {chosen['test_f1']}"
         )
     return shipped
+
+
+def ship_bundle(source: str | Path, name: str, choice: dict) -> None:
+    """Copy a trained bundle into the shipped adapters as `name`, in float16, with its choice."""
+    bundle = load_bundle(source)
+    save_bundle(
+        bundle.model,
+        bundle.labels,
+        {**bundle.card, "name": name, "shipped_choice": choice},
+        SHIPPED / name,
+        backbone_spec=bundle.card["backbone"],
+        save_dtype="float16",
+    )
 
 
 def is_shipped_run(shipped_dir: Path, run_card: dict) -> bool:
@@ -297,7 +302,6 @@ def ship_sweeps(selected: list[dict]) -> dict[str, dict]:
         if current_dev is not None and chosen["dev_f1"] <= current_dev:
             print(f"kept {name}: sweep dev F1 {chosen['dev_f1']:.4f} <= shipped {current_dev:.4f}")
             continue
-        bundle = load_bundle(chosen["bundle"])
         choice = {
             "rule": "the HPO sweep's final bundle replaces the shipped one only on higher dev F1",
             "candidates": {row["dataset"]: "hpo"},
@@ -307,14 +311,7 @@ def ship_sweeps(selected: list[dict]) -> dict[str, dict]:
             },
             "replaced_version": current.get("version") if current else None,
         }
-        save_bundle(
-            bundle.model,
-            bundle.labels,
-            {**bundle.card, "name": name, "shipped_choice": choice},
-            SHIPPED / name,
-            backbone_spec=bundle.card["backbone"],
-            save_dtype="float16",
-        )
+        ship_bundle(chosen["bundle"], name, choice)
         record_precision_check(name)
         shipped[name] = {"dataset": row["dataset"], "dev_f1": chosen["dev_f1"]}
         print(f"shipped {name}: sweep dev F1 {chosen['dev_f1']:.4f}, test {chosen['test_f1']:.4f}")

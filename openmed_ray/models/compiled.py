@@ -41,7 +41,7 @@ def choose_compile(
         return CompileChoice(False, "off: requested")
     if runtime != "torch":
         return CompileChoice(False, f"the {runtime} runtime runs its own optimized graph")
-    if not any(p in COMPILABLE_PRECISIONS for p in precisions):
+    if not any(compilable(runtime, p) for p in precisions):
         return CompileChoice(False, "no torch adapter runs in fp32 or bf16")
     if requested == "on":
         return CompileChoice(True, "on: requested")
@@ -56,6 +56,11 @@ def choose_compile(
         True,
         f"auto: {docs_per_actor:.0f} documents per actor (at least {AUTO_MIN_DOCS_PER_ACTOR})",
     )
+
+
+def compilable(runtime: str, precision: str) -> bool:
+    """Whether a model at this runtime and precision is one that compiling applies to."""
+    return runtime == "torch" and precision in COMPILABLE_PRECISIONS
 
 
 def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:

@@ -27,7 +27,7 @@ from openmed_ray.models.adapters import (
     load_predictor,
     split_head_selection,
 )
-from openmed_ray.models.compiled import COMPILABLE_PRECISIONS, compile_for_inference
+from openmed_ray.models.compiled import compilable, compile_for_inference
 from openmed_ray.models.inference import AGGREGATIONS, sentence_log_probs
 from openmed_ray.text.decoding import BioDecoder
 from openmed_ray.text.spans import bio_to_spans
@@ -77,7 +77,7 @@ class TransformersBackend(Backend):
         ]
         for predictor in self.predictors:
             predictor.model.to(self.device)
-            if compile and runtime == "torch" and predictor.precision in COMPILABLE_PRECISIONS:
+            if compile and compilable(runtime, predictor.precision):
                 predictor.model = compile_for_inference(predictor.model)
         self.decoders = [
             [BioDecoder(head.labels, head.decoding) for head in p.heads] for p in self.predictors
