@@ -93,6 +93,15 @@ def _cast_file(path: Path, dtype: torch.dtype) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
+def _canonical_json(adapter_config: dict[str, Any]) -> str:
+    """PEFT writes `target_modules` (a set) in hash-seed order; sorted, the same weights
+    always give the same file and so the same bundle version."""
+    modules = adapter_config.get("target_modules")
+    if isinstance(modules, list):
+        adapter_config = {**adapter_config, "target_modules": sorted(modules)}
+    return json.dumps(adapter_config, indent=2, sort_keys=True)
+
+
 def save_bundle(
     model: TokenClassifier | MultiTaskTokenClassifier,
     labels: list[str] | dict[str, list[str]],
@@ -116,7 +125,7 @@ def save_bundle(
         config_path = staging / "adapter_config.json"
         adapter_config = json.loads(config_path.read_text())
         adapter_config["base_model_name_or_path"] = backbone_spec  # not this machine's path
-        config_path.write_text(json.dumps(adapter_config, indent=2))
+        config_path.write_text(_canonical_json(adapter_config))
         weights = [staging / "adapter_model.safetensors"]
     else:
         model.encoder.save_pretrained(str(staging / ENCODER_DIR))

@@ -1,6 +1,10 @@
 """Adapter bundles: card updates keep the weights and the version."""
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 
 from openmed_ray.models.bundle import bundle_version, load_bundle, read_card, update_card
 
@@ -22,3 +26,33 @@ def test_update_card_records_fields_without_touching_weights(tiny_bundle, tmp_pa
     readme = (bundle_dir / "README.md").read_text()
     assert "## Configuration choice" in readme and "full 0.8302" in readme
     assert load_bundle(bundle_dir).version == before["version"]
+
+
+SAVE_SCRIPT = """
+import sys, torch
+from openmed_ray.config import LoraConfig
+from openmed_ray.models.bundle import save_bundle
+from openmed_ray.models.classifier import build_classifier
+torch.manual_seed(0)
+model = build_classifier(sys.argv[1], 3, LoraConfig(targets=("query", "key", "value", "dense")))
+print(save_bundle(model, ["O", "B-X", "I-X"], {}, sys.argv[2], backbone_spec="tiny"))
+"""
+
+
+def test_the_same_weights_get_the_same_version_under_any_hash_seed(tiny_backbone, tmp_path):
+    # PEFT keeps target_modules as a set; its order follows PYTHONHASHSEED.
+    versions, configs = set(), set()
+    for seed in ("1", "2", "3", "4"):
+        output = tmp_path / f"seed-{seed}"
+        run = subprocess.run(
+            [sys.executable, "-c", SAVE_SCRIPT, str(tiny_backbone), str(output)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        versions.add(run.stdout.strip().splitlines()[-1])
+        configs.add((output / "adapter_config.json").read_text())
+        modules = json.loads((output / "adapter_config.json").read_text())["target_modules"]
+        assert modules == sorted(modules) and len(modules) > 1
+    assert len(versions) == 1 and len(configs) == 1
