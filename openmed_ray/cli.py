@@ -177,6 +177,11 @@ def _add_train_relations(sub: argparse._SubParsersAction) -> None:
     method.add_argument("--full", dest="method", action="store_const", const="full")
     parser.add_argument("--lr", dest="learning_rate", type=float, help="encoder learning rate")
     parser.add_argument("--head-lr", dest="head_learning_rate", type=float)
+    parser.add_argument(
+        "--pair-scoring",
+        choices=["mention-pairs", "entities"],
+        help="score every mention pair with its sentence distance (default), or pooled entities",
+    )
     parser.add_argument("--batch-size", type=int, help="documents per step")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--patience", type=int)
@@ -249,7 +254,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _add_check_precision(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "check-precision",
-        help="measure an adapter's test F1 in fp32 and int8 and record it in its card "
+        help="measure an adapter's test F1 in fp32, int8 and bf16 and record it in its card "
         "(what --precision auto reads)",
     )
     parser.add_argument("adapter", help="adapter name or bundle directory")
@@ -259,16 +264,26 @@ def _add_check_precision(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_check_precision(args: argparse.Namespace) -> int:
-    from openmed_ray.models.precision import choose_precision, record_precision_check
+    from openmed_ray.models.precision import (
+        MEASURED_PRECISIONS,
+        choose_precision,
+        record_precision_check,
+    )
 
     check = record_precision_check(args.adapter, args.data_root, args.split)
     for head, result in check["heads"].items():
+        reduced = ", ".join(
+            f"{p} F1 {result[f'{p}_f1']:.4f} ({result[f'{p}_delta_pp']:+.2f} pp)"
+            for p in MEASURED_PRECISIONS
+        )
         print(
             f"{head} ({result['dataset']} {check['split']}): fp32 F1 {result['fp32_f1']:.4f}, "
-            f"int8 F1 {result['int8_f1']:.4f} ({result['int8_delta_pp']:+.2f} pp)"
+            f"{reduced}"
         )
-    choice = choose_precision({"precision_check": check})
-    print(f"--precision auto on CPU: {choice.precision} ({choice.reason})")
+    for units in (False, True):
+        choice = choose_precision({"precision_check": check}, cpu_bf16=units)
+        where = "a CPU with AMX" if units else "a CPU without AMX"
+        print(f"--precision auto on {where}: {choice.precision} ({choice.reason})")
     return 0
 
 

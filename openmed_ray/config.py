@@ -274,6 +274,11 @@ class FinetuneConfig(Config):
         return self.datasets or (self.dataset,)
 
 
+# How a relation classifier scores an entity pair (models/relation.py): over every pair of
+# their mentions, with the mentions' sentence distance, or once from pooled entity vectors.
+PAIR_SCORINGS = ("mention-pairs", "entities")
+
+
 @dataclasses.dataclass(frozen=True)
 class RelationTrainConfig(Config):
     """Relation classifier training on a relation benchmark (documents with gold pairs)."""
@@ -287,6 +292,7 @@ class RelationTrainConfig(Config):
     )
     learning_rate: float | None = None  # encoder; None: 5e-5 full, 5e-4 LoRA
     head_learning_rate: float = 1e-3  # the pair head starts from scratch
+    pair_scoring: str = "mention-pairs"
     batch_size: int = 4  # documents per step (global)
     epochs: int = 20
     patience: int = 4
@@ -308,6 +314,11 @@ class RelationTrainConfig(Config):
 
     def validate(self) -> None:
         require(self.method in ("lora", "full"), "method", f"'lora' or 'full', got {self.method!r}")
+        require(
+            self.pair_scoring in PAIR_SCORINGS,
+            "pair_scoring",
+            f"one of {PAIR_SCORINGS}, got {self.pair_scoring!r}",
+        )
         for name in ("batch_size", "epochs", "patience", "workers", "eval_batch_size"):
             require(getattr(self, name) > 0, name, "must be > 0")
         require(

@@ -63,7 +63,9 @@ class Annotator:
     Adapters are catalog names, bundle paths or HF model directories (one transformers
     backend for all of them, sharing tokenization) and `spacy:PACKAGE_OR_PATH` pipelines.
     `compile` compiles the torch fp32/bf16 models (models/compiled.py): same predictions,
-    faster once the first batches have paid for the compile.
+    faster once the first batches have paid for the compile. `cpu_bf16` fixes whether
+    `precision="auto"` may pick bf16 on a CPU (None: whether this CPU has AMX), so the actors
+    of a run resolve `auto` as its driver did.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Annotator:
         threads: int | None = None,
         device: str = "cpu",
         compile: bool = False,
+        cpu_bf16: bool | None = None,
     ) -> None:
         if not adapters:
             raise ValueError("at least one adapter is required")
@@ -97,6 +100,7 @@ class Annotator:
                     threads=threads,
                     device=device,
                     compile=compile,
+                    cpu_bf16=cpu_bf16,
                 )
             )
         if len(transformer_specs) < len(adapters):

@@ -43,6 +43,7 @@ from openmed_ray.io.filesystem import join, ray_remote_env, resolve, write_bytes
 from openmed_ray.models.adapters import identify_adapter
 from openmed_ray.models.catalog import DEFAULT_ADAPTERS
 from openmed_ray.models.compiled import choose_compile
+from openmed_ray.models.precision import cpu_has_bf16_units
 from openmed_ray.runtime import ensure_ray
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,11 @@ def annotate_corpus(config: AnnotateConfig, address: str | None = None) -> dict[
     or writes anything, and releases it when it stops."""
     adapters = list(config.adapters or DEFAULT_ADAPTERS)
     device = "cuda" if config.gpus_per_actor > 0 else "cpu"
+    # `auto` is resolved once, here: actors on other nodes must not choose differently.
+    cpu_bf16 = cpu_has_bf16_units()
     identities = [
-        identify_adapter(adapter, config.precision, config.runtime, device) for adapter in adapters
+        identify_adapter(adapter, config.precision, config.runtime, device, cpu_bf16)
+        for adapter in adapters
     ]
     corpus = inspect_corpus(config.input, config.id_column, config.text_column)
     out = config.output.rstrip("/")
@@ -114,13 +118,14 @@ def annotate_corpus(config: AnnotateConfig, address: str | None = None) -> dict[
     with acquire_claim(
         out, run_id, purpose="annotate", takeover=config.resume, config=config.claim
     ) as claim:
-        return _annotate(config, adapters, identities, corpus, out, claim, address)
+        return _annotate(config, adapters, identities, cpu_bf16, corpus, out, claim, address)
 
 
 def _annotate(
     config: AnnotateConfig,
     adapters: list[str],
     identities: list,
+    cpu_bf16: bool,
     corpus: CorpusInfo,
     out: str,
     claim: Claim,
@@ -209,6 +214,7 @@ def _annotate(
                 "threads": plan.threads,
                 "device": "cuda" if config.gpus_per_actor > 0 else "cpu",
                 "compile": compiled.compile,
+                "cpu_bf16": cpu_bf16,
             },
             compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
             num_cpus=config.cpus_per_actor,

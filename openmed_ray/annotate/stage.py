@@ -34,6 +34,7 @@ class AnnotateActor:
         threads: int,
         device: str,
         compile: bool,
+        cpu_bf16: bool,
     ) -> None:
         from openmed_ray.annotate.annotator import Annotator
 
@@ -47,6 +48,7 @@ class AnnotateActor:
             threads=threads,
             device=device,
             compile=compile,
+            cpu_bf16=cpu_bf16,
         )
         self.id_column = id_column
         self.text_column = text_column

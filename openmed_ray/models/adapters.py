@@ -157,11 +157,16 @@ def check_inference(precision: str, runtime: str) -> None:
 
 
 def identify_adapter(
-    spec: str, precision: str = "fp32", runtime: str = "torch", device: str = "cpu"
+    spec: str,
+    precision: str = "fp32",
+    runtime: str = "torch",
+    device: str = "cpu",
+    cpu_bf16: bool | None = None,
 ) -> AdapterIdentity:
     """Resolve a catalog name, bundle path or HF model directory; fail clearly otherwise.
 
-    `auto` precision is resolved from the card and the device (see models/precision.py).
+    `auto` precision is resolved from the card and the device (see models/precision.py);
+    `cpu_bf16` says whether the CPU that runs the model has bf16 units (None: this one's).
     The version carries the precision and runtime when they are not the reference (torch
     FP32), so outputs of numerically different runs are never mixed up."""
     check_inference(precision, runtime)
@@ -172,7 +177,7 @@ def identify_adapter(
     spec, wanted_heads = split_head_selection(spec)
     path = Path(spec).expanduser()
     if spec not in entries and not is_bundle(path) and _is_hf_token_classifier(path):
-        choice = _resolve_precision(precision, {}, device, runtime)
+        choice = _resolve_precision(precision, {}, device, runtime, cpu_bf16)
         weights = _hash_weights(path)
         return AdapterIdentity(
             path.name,
@@ -207,7 +212,7 @@ def identify_adapter(
             f"{spec!r} is a single-type adapter ({directory}); only multi-type bundles take a "
             f"head selection like {spec}:{'+'.join(wanted_heads)}"
         )
-    choice = _resolve_precision(precision, card, device, runtime)
+    choice = _resolve_precision(precision, card, device, runtime, cpu_bf16)
     return AdapterIdentity(
         name,
         weights + _version_suffix(choice.precision, runtime),
@@ -221,10 +226,10 @@ def identify_adapter(
 
 
 def _resolve_precision(
-    precision: str, card: dict[str, Any], device: str, runtime: str
+    precision: str, card: dict[str, Any], device: str, runtime: str, cpu_bf16: bool | None
 ) -> PrecisionChoice:
     if precision == AUTO:
-        return choose_precision(card, device, runtime)
+        return choose_precision(card, device, runtime, cpu_bf16)
     return PrecisionChoice(precision, "requested")
 
 
@@ -240,9 +245,10 @@ def load_predictor(
     runtime: str = "torch",
     threads: int | None = None,
     device: str = "cpu",
+    cpu_bf16: bool | None = None,
 ) -> Predictor:
     """A ready-to-run predictor for a catalog name, bundle path or HF model directory."""
-    identity = identify_adapter(spec, precision, runtime, device)
+    identity = identify_adapter(spec, precision, runtime, device, cpu_bf16)
     precision = identity.precision
     if identity.kind == "spacy":
         raise OpenMedError(

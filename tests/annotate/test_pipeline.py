@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -15,7 +16,9 @@ from openmed_ray.config import AnnotateConfig
 from openmed_ray.errors import OpenMedError
 from openmed_ray.io.annotations import DOCUMENTS, ENTITIES, read_parts
 from openmed_ray.io.corpus import InputError
+from openmed_ray.models.bundle import update_card
 from openmed_ray.models.catalog import UnknownAdapterError
+from openmed_ray.models.precision import cpu_has_bf16_units
 from tests.annotate.conftest import annotate_config, cli_args, make_texts, run_cli, write_corpus
 
 pytestmark = pytest.mark.slow
@@ -199,7 +202,36 @@ def test_multi_type_bundle_and_single_adapter_in_one_ray_pass(
     # auto (the default) with no int8 measurement in the cards: FP32, and the summary says why.
     assert summary["precision"]["requested"] == "auto"
     for choice in summary["precision"]["by_adapter"].values():
-        assert choice["precision"] == "fp32" and "no int8 F1 measurement" in choice["reason"]
+        assert (
+            choice["precision"] == "fp32" and "no int8 or bf16 F1 measurement" in choice["reason"]
+        )
     # auto compile: 60 documents never pay back a compile, so the actors ran eager.
     assert summary["compile"]["requested"] == "auto" and not summary["compile"]["compiled"]
     assert "documents per actor, fewer than" in summary["compile"]["reason"]
+
+
+def test_auto_precision_is_resolved_by_the_driver_and_the_actors_follow(
+    ray_local, tiny_bundle, tmp_path
+):
+    from openmed_ray.annotate.annotator import Annotator
+
+    bundle = tmp_path / "measured"
+    shutil.copytree(tiny_bundle, bundle)
+    measured = {"fp32_f1": 0.9, "int8_f1": 0.9, "int8_delta_pp": 0.0}
+    measured |= {"bf16_f1": 0.9, "bf16_delta_pp": 0.0}
+    update_card(bundle, precision_check={"split": "test", "heads": {"tiny": measured}})
+    corpus = write_corpus(tmp_path / "corpus", n=40, files=1)
+    summary = annotate_corpus(config(corpus, tmp_path / "out", bundle))
+    expected = "bf16" if cpu_has_bf16_units() else "int8"
+    (choice,) = summary["precision"]["by_adapter"].values()
+    assert choice["precision"] == expected
+    (version,) = summary["adapter_versions"]
+    assert version["version"].endswith(f"-{expected}")
+    entities = read_parts(str(tmp_path / "out"), ENTITIES)
+    assert entities.num_rows and set(entities.column("adapter_version").to_pylist()) == {
+        version["version"]
+    }
+    # What the actors were told wins over their own CPU: the other answer gives the other choice.
+    other = Annotator([str(bundle)], precision="auto", cpu_bf16=not cpu_has_bf16_units())
+    (predictor,) = other.backends[0].predictors
+    assert predictor.precision == ("int8" if expected == "bf16" else "bf16")

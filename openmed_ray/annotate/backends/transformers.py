@@ -55,6 +55,7 @@ class TransformersBackend(Backend):
         threads: int | None = None,
         device: str = "cpu",
         compile: bool = False,
+        cpu_bf16: bool | None = None,
     ) -> None:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -72,8 +73,9 @@ class TransformersBackend(Backend):
                 runtime=runtime,
                 threads=threads,
                 device=device,
+                cpu_bf16=cpu_bf16,
             )
-            for spec in merge_head_selections(adapters, precision, runtime)
+            for spec in merge_head_selections(adapters, precision, runtime, cpu_bf16)
         ]
         for predictor in self.predictors:
             predictor.model.to(self.device)
@@ -153,14 +155,16 @@ class TransformersBackend(Backend):
                     )
 
 
-def merge_head_selections(adapters: Sequence[str], precision: str, runtime: str) -> list[str]:
+def merge_head_selections(
+    adapters: Sequence[str], precision: str, runtime: str, cpu_bf16: bool | None = None
+) -> list[str]:
     """The adapter specs with head selections of one multi-type bundle merged into one spec
     (one encoder pass), in first-seen order. Two different bundles under one name would
     write indistinguishable `adapter` values, so that is refused."""
     merged: dict[str, tuple[AdapterIdentity, str, list[str]]] = {}
     specs: list[str] = []
     for spec in adapters:
-        identity = identify_adapter(spec, precision, runtime)
+        identity = identify_adapter(spec, precision, runtime, cpu_bf16=cpu_bf16)
         if not identity.heads:
             specs.append(spec)
             continue
