@@ -189,6 +189,18 @@ def tiny_relation_bundle(tiny_backbone, tiny_relation_data_root, tmp_path_factor
 
 
 @pytest.fixture(scope="session")
+def tiny_entity_relation_bundle(tiny_backbone, tiny_relation_data_root, tmp_path_factory):
+    """The same, scoring pooled entities instead of mention pairs (the first `cid` design)."""
+    from openmed_ray.train.relations import train_relations_local
+
+    output = tmp_path_factory.mktemp("entity-relation-run")
+    config = tiny_relation_config(
+        tiny_backbone, tiny_relation_data_root, output, pair_scoring="entities"
+    )
+    return train_relations_local(config, name="tiny-cid-entities").bundle
+
+
+@pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory):
     return make_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))
 

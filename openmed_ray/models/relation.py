@@ -1,9 +1,16 @@
-"""The relation classifier: an encoder over marked documents, entity pooling, a pair head.
+"""The relation classifier: an encoder over marked documents and a pair head.
 
-Mentions are read at their start markers; an entity is the log-sum-exp of its mentions
-(a smooth max: one strong mention is enough, several add up); a pair is scored from both
-entities' projections, their product and the document's [CLS] vector. The same head scores
-single mention pairs, which picks the evidence sentence of a predicted relation.
+Mentions are read at their start markers. Two ways to score an entity pair (the card's
+`pair_scoring`):
+- `mention-pairs` (BRAN-style, the default): the head scores every pair of a head-entity
+  mention and a tail-entity mention from both mentions, their product, the document's [CLS]
+  vector and an embedding of their sentence distance; the entity pair's score per relation
+  is the log-sum-exp of its mention pairs' scores (a smooth max: one clear statement is
+  enough). Which chemical goes with which disease is read where they are mentioned together.
+- `entities`: each entity is the log-sum-exp of its mention vectors and the head scores the
+  two pooled entities once (the first shipped `cid`).
+Either way the same head scores single mention pairs, which picks the evidence sentence of
+a predicted relation.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from openmed_ray.config import LoraConfig
+from openmed_ray.config import PAIR_SCORINGS, LoraConfig
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.bundle import (
     HEAD_FILE,
@@ -45,6 +52,11 @@ class RelationBatch:
     entity_document: torch.Tensor  # (entities,)
     pair_head: torch.Tensor  # (pairs,) global entity index
     pair_tail: torch.Tensor
+    # Every (head mention, tail mention) pair of every candidate pair:
+    link_head: torch.Tensor  # (links,) global mention index
+    link_tail: torch.Tensor
+    link_pair: torch.Tensor  # (links,) global pair index
+    link_distance: torch.Tensor  # (links,) sentence distance bucket
     labels: torch.Tensor | None  # (pairs,)
     n_documents: int
 
@@ -56,14 +68,50 @@ class RelationBatch:
         return RelationBatch(**moved)
 
 
+DISTANCE_BUCKETS = 5  # sentence distance of two mentions: 0 (same sentence), 1, 2, 3, 4+
+
+
+@dataclass
+class MentionLinks:
+    """One document's (head mention, tail mention) pairs, per candidate pair in order."""
+
+    heads: list[int]
+    tails: list[int]
+    pairs: list[int]
+    distances: list[int]
+
+
+def mention_links(document: EncodedRelationDocument) -> MentionLinks:
+    by_entity: dict[int, list[int]] = {}
+    for mention, entity in enumerate(document.mention_entity):
+        by_entity.setdefault(entity, []).append(mention)
+    links = MentionLinks([], [], [], [])
+    sentence = document.mention_sentence
+    for pair, (h, t) in enumerate(document.pairs):
+        for i in by_entity[h]:
+            for j in by_entity[t]:
+                links.heads.append(i)
+                links.tails.append(j)
+                links.pairs.append(pair)
+                links.distances.append(min(abs(sentence[i] - sentence[j]), DISTANCE_BUCKETS - 1))
+    return links
+
+
 def collate(documents: Sequence[EncodedRelationDocument], pad_id: int) -> RelationBatch:
     """Stack the windows of several documents and offset their mention/entity/pair indices."""
     windows: list[list[int]] = []
     window_document, mention_window, mention_position, mention_entity = [], [], [], []
     entity_document, pair_head, pair_tail, labels = [], [], [], []
+    link_head, link_tail, link_pair, link_distance = [], [], [], []
     has_labels = all(d.labels is not None for d in documents)
     for index, doc in enumerate(documents):
         window_base, entity_base = len(windows), len(entity_document)
+        mention_base, pair_base = len(mention_window), len(pair_head)
+        links = mention_links(doc)
+        link_head.extend(mention_base + i for i in links.heads)
+        link_tail.extend(mention_base + j for j in links.tails)
+        link_pair.extend(pair_base + k for k in links.pairs)
+        link_distance.extend(links.distances)
         windows.extend(doc.windows)
         window_document.extend([index] * len(doc.windows))
         mention_window.extend(window_base + w for w in doc.mention_window)
@@ -89,6 +137,10 @@ def collate(documents: Sequence[EncodedRelationDocument], pad_id: int) -> Relati
         longs(entity_document),
         longs(pair_head),
         longs(pair_tail),
+        longs(link_head),
+        longs(link_tail),
+        longs(link_pair),
+        longs(link_distance),
         longs(labels) if has_labels else None,
         len(documents),
     )
@@ -107,17 +159,30 @@ def logsumexp_pool(values: torch.Tensor, groups: torch.Tensor, n_groups: int) ->
 
 
 class PairHead(nn.Module):
-    def __init__(self, hidden: int, num_labels: int, dropout: float) -> None:
+    def __init__(
+        self, hidden: int, num_labels: int, dropout: float, distance_buckets: int = 0
+    ) -> None:
         super().__init__()
         self.head_proj = nn.Linear(hidden, hidden)
         self.tail_proj = nn.Linear(hidden, hidden)
         self.dropout = nn.Dropout(dropout)
         self.hidden = nn.Linear(4 * hidden, hidden)
         self.output = nn.Linear(hidden, num_labels)
+        self.distance = None
+        if distance_buckets:
+            # Added to the context vector; zero at the start, so it only learns what helps.
+            self.distance = nn.Embedding(distance_buckets, hidden)
+            nn.init.zeros_(self.distance.weight)
 
     def forward(
-        self, heads: torch.Tensor, tails: torch.Tensor, context: torch.Tensor
+        self,
+        heads: torch.Tensor,
+        tails: torch.Tensor,
+        context: torch.Tensor,
+        distances: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.distance is not None and distances is not None:
+            context = context + self.distance(distances)
         h = torch.tanh(self.head_proj(heads))
         t = torch.tanh(self.tail_proj(tails))
         features = self.dropout(torch.cat([h, t, h * t, context], dim=-1))
@@ -125,10 +190,20 @@ class PairHead(nn.Module):
 
 
 class RelationClassifier(EncoderWithHead):
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_labels: int,
+        dropout: float = 0.1,
+        pair_scoring: str = "entities",
+    ) -> None:
         super().__init__()
+        if pair_scoring not in PAIR_SCORINGS:
+            raise ValueError(f"pair_scoring must be one of {PAIR_SCORINGS}, got {pair_scoring!r}")
         self.encoder = encoder
-        self.head = PairHead(encoder.config.hidden_size, num_labels, dropout)
+        self.pair_scoring = pair_scoring
+        buckets = DISTANCE_BUCKETS if pair_scoring == "mention-pairs" else 0
+        self.head = PairHead(encoder.config.hidden_size, num_labels, dropout, buckets)
 
     def head_state(self) -> dict[str, torch.Tensor]:
         return {f"head.{k}": v for k, v in self.head.state_dict().items()}
@@ -154,24 +229,40 @@ class RelationClassifier(EncoderWithHead):
     def pair_logits(
         self, batch: RelationBatch, mentions: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
-        n_entities = len(batch.entity_document)
-        entities = logsumexp_pool(mentions, batch.mention_entity, n_entities)
-        return self.head(
-            entities[batch.pair_head],
-            entities[batch.pair_tail],
-            context[batch.entity_document[batch.pair_head]],
+        pair_document = batch.entity_document[batch.pair_head]
+        if self.pair_scoring == "entities":
+            n_entities = len(batch.entity_document)
+            entities = logsumexp_pool(mentions, batch.mention_entity, n_entities)
+            return self.head(
+                entities[batch.pair_head], entities[batch.pair_tail], context[pair_document]
+            )
+        links = self.head(
+            mentions[batch.link_head],
+            mentions[batch.link_tail],
+            context[pair_document[batch.link_pair]],
+            batch.link_distance,
         )
+        # Each relation's margin over `none`, pooled over the pair's mention pairs; `none`
+        # stays at 0, so a softmax over the result is the pair's label distribution.
+        margins = links[:, 1:] - links[:, :1]
+        pooled = logsumexp_pool(margins, batch.link_pair, len(batch.pair_head))
+        return torch.cat([torch.zeros_like(pooled[:, :1]), pooled], dim=-1)
 
     def score_mention_pairs(
         self,
         mentions: torch.Tensor,
         context: torch.Tensor,
-        heads: torch.Tensor,
-        tails: torch.Tensor,
+        links: MentionLinks,
         document: int,
     ) -> torch.Tensor:
-        """Logits for single mention pairs of one document (head/tail: mention indices)."""
-        return self.head(mentions[heads], mentions[tails], context[document].expand(len(heads), -1))
+        """Logits for single mention pairs of one document (`links`: its mention indices)."""
+        heads, tails = torch.tensor(links.heads), torch.tensor(links.tails)
+        return self.head(
+            mentions[heads],
+            mentions[tails],
+            context[document].expand(len(links.heads), -1),
+            torch.tensor(links.distances),
+        )
 
 
 def build_relation_classifier(
@@ -180,10 +271,11 @@ def build_relation_classifier(
     lora: LoraConfig | None,
     dropout: float = 0.1,
     gradient_checkpointing: bool = False,
+    pair_scoring: str = "mention-pairs",
 ) -> RelationClassifier:
     """A fresh relation classifier; with `lora` only LoRA and the pair head train."""
     encoder = adapt_encoder(load_encoder(backbone_dir), lora, gradient_checkpointing)
-    return RelationClassifier(encoder, num_labels, dropout)
+    return RelationClassifier(encoder, num_labels, dropout, pair_scoring)
 
 
 @dataclass
@@ -203,26 +295,15 @@ def _best_mention_pairs(
     index: int,
 ) -> np.ndarray:
     """For each candidate pair: the mention pair with the highest relation probability."""
-    by_entity: dict[int, list[int]] = {}
-    for mention, entity in enumerate(document.mention_entity):
-        by_entity.setdefault(entity, []).append(mention)
-    heads, tails, owner = [], [], []
-    for pair, (h, t) in enumerate(document.pairs):
-        for i in by_entity[h]:
-            for j in by_entity[t]:
-                heads.append(i)
-                tails.append(j)
-                owner.append(pair)
-    logits = model.score_mention_pairs(
-        mentions, context, torch.tensor(heads), torch.tensor(tails), index
-    )
+    links = mention_links(document)
+    logits = model.score_mention_pairs(mentions, context, links, index)
     related = 1.0 - torch.softmax(logits.float(), dim=-1)[:, 0].cpu().numpy()
     best = np.zeros((len(document.pairs), 2), dtype=np.int64)
     best_score = np.full(len(document.pairs), -1.0)
-    for k, pair in enumerate(owner):
+    for k, pair in enumerate(links.pairs):
         if related[k] > best_score[pair]:
             best_score[pair] = related[k]
-            best[pair] = (heads[k], tails[k])
+            best[pair] = (links.heads[k], links.tails[k])
     return best
 
 
@@ -310,7 +391,9 @@ def load_relation_bundle(directory: str | Path, *, backbone: str | None = None) 
             f"{directory}: labels.json {labels} disagree with the card's task labels {task.labels}"
         )
     encoder, backbone_spec = load_bundle_encoder(directory, card, backbone)
-    model = RelationClassifier(encoder, len(labels))
+    # Bundles from before the choice existed scored pooled entities.
+    pair_scoring = card.get("hyperparameters", {}).get("pair_scoring", "entities")
+    model = RelationClassifier(encoder, len(labels), pair_scoring=pair_scoring)
     model.head.load_state_dict(load_head(directory))
     model.merge_lora()
     model.float().eval()

@@ -8,6 +8,7 @@ the window where its marker is most central, so long documents keep every mentio
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from openmed_ray.relations.examples import (
     RelationDocument,
     RelationTask,
 )
+from openmed_ray.text.tokenize import sentence_spans
 from openmed_ray.text.windows import assign_owners, plan_windows
 
 MARKER = "*"
@@ -29,6 +31,7 @@ class EncodedRelationDocument:
     mention_position: list[int]  # per mention: its start marker's position in that window
     mention_entity: list[int]  # per mention: index into entities
     mention_spans: list[tuple[int, int]]  # per mention: character offsets
+    mention_sentence: list[int]  # per mention: index of its sentence in the document
     entities: list[tuple[str, str]]  # (type, key)
     pairs: list[tuple[int, int]]  # (head entity, tail entity) indices
     labels: list[int] | None  # per pair, for gold documents
@@ -143,6 +146,8 @@ def _encode_one(
     entities = list(dict.fromkeys((m.type, m.key) for m in mentions))
     entity_index = {entity: i for i, entity in enumerate(entities)}
     mention_window, mention_position, mention_entity, mention_spans = [], [], [], []
+    sentence_starts = [start for start, _ in sentence_spans(doc.text)]
+    mention_sentence = []
     for m in dict.fromkeys(mentions):  # a mention repeated in the input counts once
         span = (m.start, m.end)
         window = owner_of[span]
@@ -150,6 +155,7 @@ def _encode_one(
         mention_position.append(len(prefix) + marker_at[span] - plan[window][0])
         mention_entity.append(entity_index[(m.type, m.key)])
         mention_spans.append(span)
+        mention_sentence.append(max(bisect.bisect_right(sentence_starts, m.start) - 1, 0))
     pairs = [
         (entity_index[(task.head_type, h)], entity_index[(task.tail_type, t)])
         for h, t in doc.candidate_pairs(task)
@@ -172,6 +178,7 @@ def _encode_one(
         mention_position,
         mention_entity,
         mention_spans,
+        mention_sentence,
         entities,
         pairs,
         labels,

@@ -132,6 +132,7 @@ def run_relation_loop(config: RelationTrainConfig, session: Session) -> dict[str
         config.lora if config.method == "lora" else None,
         dropout=config.dropout,
         gradient_checkpointing=use_cuda,
+        pair_scoring=config.pair_scoring,
     )
     state = new_training_state(labels=data.task.labels)
     steps = sum(
@@ -238,6 +239,7 @@ def load_best_relation_model(
         n_labels,
         config.lora if config.method == "lora" else None,
         dropout=config.dropout,
+        pair_scoring=config.pair_scoring,
     )
     missing = model.load_state_dict(
         load_file(str(Path(checkpoint_dir) / BEST_WEIGHTS)), strict=False

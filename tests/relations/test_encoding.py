@@ -77,3 +77,19 @@ def test_a_mention_on_whitespace_and_a_missing_marker_are_clear_errors(tokenizer
     without_marker = BertTokenizerFast(vocab=str(vocab))
     with pytest.raises(RelationDataError, match="entity marker"):
         marker_id(without_marker)
+
+
+def test_each_mention_knows_its_sentence(tokenizer):
+    text = "Aspirin was given. The patient had fever. Then gout and fever."
+    document = RelationDocument(
+        "d2",
+        text,
+        [
+            mention(text, "Aspirin", "Chemical", "C1"),
+            mention(text, "fever", "Disease", "D1"),
+            mention(text, "gout", "Disease", "D2"),
+            mention(text, "fever", "Disease", "D1", nth=1),
+        ],
+    )
+    [encoded] = encode_documents(tokenizer, [document], CID_TASK)
+    assert encoded.mention_sentence == [0, 1, 2, 2]
