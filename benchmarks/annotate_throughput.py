@@ -71,14 +71,15 @@ def matmul_peak(threads: int, size: int = 2048, repeats: int = 5) -> float:
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.matmul(a, b)
-    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    best = min(_timed(lambda: torch.matmul(a, b))[0] for _ in range(repeats))
     return 2 * size**3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn) -> tuple[float, object]:
+    """(seconds, result) of one call."""
     started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    result = fn()
+    return time.perf_counter() - started, result
 
 
 def flops_per_wordpiece(config, mean_sequence: float) -> float:
@@ -98,9 +99,8 @@ def timed_passes(passes: int, run_once) -> tuple[dict, object]:
     allocator pools, as a long annotate run does), all pass times beside it, the last output."""
     times, output = [], None
     for _ in range(passes):
-        started = time.perf_counter()
-        output = run_once()
-        times.append(round(time.perf_counter() - started, 2))
+        seconds, output = _timed(run_once)
+        times.append(round(seconds, 2))
     return {"seconds": min(times), "pass_seconds": times}, output
 
 
@@ -142,9 +142,8 @@ def run_engine(
     annotator = Annotator(
         adapters, threads=threads, precision=precision, runtime=runtime, compile=compile
     )
-    started = time.perf_counter()
-    annotator.annotate(texts[:8])  # warm-up (allocator, kernels; the compile, if any)
-    warmup_seconds = time.perf_counter() - started
+    # warm-up (allocator, kernels; the compile, if any)
+    warmup_seconds, _ = _timed(lambda: annotator.annotate(texts[:8]))
 
     def annotate_all() -> list:
         results = []

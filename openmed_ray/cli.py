@@ -163,6 +163,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- train-relations
 def _add_train_relations(sub: argparse._SubParsersAction) -> None:
+    from openmed_ray.config import PAIR_SCORINGS
+
     parser = sub.add_parser(
         "train-relations",
         help="train a relation classifier (BC5CDR chemical-induced disease) on Ray Train",
@@ -179,7 +181,7 @@ def _add_train_relations(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--head-lr", dest="head_learning_rate", type=float)
     parser.add_argument(
         "--pair-scoring",
-        choices=["mention-pairs", "entities"],
+        choices=PAIR_SCORINGS,
         help="score every mention pair with its sentence distance (default), or pooled entities",
     )
     parser.add_argument("--batch-size", type=int, help="documents per step")
