@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from openmed_ray.errors import OpenMedError
 from openmed_ray.runtime import ensure_ray
@@ -14,8 +15,24 @@ from openmed_ray.runtime import ensure_ray
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _print_json(payload: object) -> None:
-    print(json.dumps(payload, indent=2, sort_keys=False))
+def _print_json(args: argparse.Namespace, payload: object) -> None:
+    print(json.dumps(payload, indent=2, sort_keys=False), file=args.json_stream)
+
+
+@contextlib.contextmanager
+def _stdout_for_json_only(args: argparse.Namespace) -> Iterator[None]:
+    """With --json, stdout carries the JSON document alone, so `| jq` always parses.
+
+    Anything else printed while the verb runs goes to stderr: Ray's driver prints forwarded
+    worker output and raylet warnings ("N PYTHON worker processes have been started") to
+    whatever `sys.stdout` is at that moment, from a background thread.
+    """
+    args.json_stream = sys.stdout
+    if not getattr(args, "json", False):
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 # ---------------------------------------------------------------- datasets
@@ -31,7 +48,7 @@ def _run_datasets(args: argparse.Namespace) -> int:
 
     items = [d.to_dict() for d in all_datasets(args.data_root)]
     if args.json:
-        _print_json(items)
+        _print_json(args, items)
     else:
         print(format_datasets_table(items))
     return 0
@@ -76,7 +93,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         args.gold, args.pred, against=args.against, n_shuffles=args.shuffles, seed=args.seed
     )
     if args.json:
-        _print_json(comparison.to_dict())
+        _print_json(args, comparison.to_dict())
     else:
         print(comparison.format())
     return 0
@@ -246,7 +263,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         runtime=args.runtime,
     )
     if args.json:
-        _print_json(report.to_dict())
+        _print_json(args, report.to_dict())
     else:
         print(report.format_table())
     return 0
@@ -301,7 +318,7 @@ def _run_adapters(args: argparse.Namespace) -> int:
 
     rows = list_adapters()
     if args.json:
-        _print_json(rows)
+        _print_json(args, rows)
         return 0
     print(f"{'name':<14} {'dataset':<15} {'test F1':>8} {'method':<22} {'version':<17} types")
     for row in rows:
@@ -453,7 +470,7 @@ def _run_select(args: argparse.Namespace) -> int:
 
     rows = select_adapters(args.sweeps, args.output)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        _print_json(args, rows)
         return 0
     for row in rows:
         chosen = row["chosen"]
@@ -538,7 +555,7 @@ def _run_kg(args: argparse.Namespace) -> int:
     config = load_with_overrides(KGConfig, args.config, overrides, nested={"linker": linker})
     summary = build_graph(config, address=args.address)
     if args.json:
-        _print_json(summary)
+        _print_json(args, summary)
     else:
         print(format_summary(summary))
     return 0
@@ -716,7 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.handler(args)
+        with _stdout_for_json_only(args):
+            return args.handler(args)
     except OpenMedError as exc:
         print(f"openmed-ray {args.verb}: error: {exc}", file=sys.stderr)
         return 2

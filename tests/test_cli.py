@@ -57,3 +57,37 @@ def test_help_for_each_verb(verb, capsys):
     with pytest.raises(SystemExit) as info:
         main([verb, "--help"])
     assert info.value.code == 0
+
+
+def test_json_output_stays_parseable_while_ray_warns_on_stdout(ray_local, capsys):
+    """Ray's driver prints raylet warnings to `sys.stdout` from a background thread.
+
+    The warning that once broke `kg --json` was "N PYTHON worker processes have been started";
+    it reaches the driver through the GCS error channel, published here the way the raylet does.
+    """
+    import argparse
+    import time
+    import uuid
+
+    from ray._private.utils import publish_error_to_driver
+    from ray._private.worker import global_worker
+
+    from openmed_ray.cli import _print_json, _stdout_for_json_only
+
+    marker = f"WARNING: raylet chatter {uuid.uuid4()}"
+    out, err = "", ""
+    args = argparse.Namespace(json=True)
+    with _stdout_for_json_only(args):
+        publish_error_to_driver(
+            "worker_pool_large", marker, global_worker.gcs_client, global_worker.current_job_id
+        )
+        deadline = time.monotonic() + 30
+        while marker not in out + err and time.monotonic() < deadline:
+            time.sleep(0.2)
+            captured = capsys.readouterr()
+            out, err = out + captured.out, err + captured.err
+        _print_json(args, {"documents": 1})
+    captured = capsys.readouterr()
+    out, err = out + captured.out, err + captured.err
+    assert marker in err
+    assert json.loads(out) == {"documents": 1}
