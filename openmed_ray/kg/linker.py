@@ -5,11 +5,13 @@ BC5CDR and NCBI-disease PubTator **train and dev** files (never test); users add
 TSV (`string<TAB>id<TAB>type`), whose entries win over the corpus-derived ones. A mention
 of type T is looked up among T's entries only, tier by tier:
 
+    abbreviation  the mention is a short form defined in its document ("PAN" after
+                  "puromycin aminonucleoside (PAN)"): the long form through the three tiers
+                  below. First, because the document's definition outranks the corpora's
+                  usual meaning of an ambiguous short form.
     exact         the string as written
     case          case-folded, whitespace collapsed
     punct         case-folded, punctuation removed ("Alpha-methyl-DOPA" = "alpha methyl dopa")
-    abbreviation  the mention is a short form defined in its document ("PAN" after
-                  "puromycin aminonucleoside (PAN)"): the long form through the tiers above
     tfidf         the nearest dictionary string by cosine similarity of character 3-gram
                   TF-IDF vectors (words padded with spaces, as scispaCy's linker does), if
                   at least `threshold`; the long form stands in for a defined short form
@@ -267,10 +269,14 @@ class Linker:
         pending: dict[str, list[tuple[str, str, str | None]]] = {}
         for query in dict.fromkeys(queries):
             text, kind, long_form = query
-            match = self._string_match(text, kind)
-            if match is None and long_form and "abbreviation" in self.tiers:
+            match = None
+            # The document's own definition outranks what the corpora mostly mean by a short
+            # form: "CYA" after "cyclophosphamide (CYA)" is not cyclosporine.
+            if long_form and "abbreviation" in self.tiers:
                 found = self._string_match(long_form, kind)
                 match = (found[0], "abbreviation") if found else None
+            if match is None:
+                match = self._string_match(text, kind)
             if match is not None:
                 links[query] = Link(match[0], match[1], 1.0)
             elif "tfidf" in self.tiers and kind in self.indexes:

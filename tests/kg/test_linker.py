@@ -49,6 +49,22 @@ def test_string_and_abbreviation_tiers(linker, text, kind, long_form, expected):
     assert linker.link(text, kind, long_form) == expected
 
 
+def test_a_short_form_defined_in_the_document_links_through_its_long_form_first():
+    linker = Linker(
+        [
+            *ENTRIES,
+            Entry("CYA", "MESH:D016572", "Chemical", count=5),  # cyclosporine, mostly
+            Entry("cyclophosphamide", "MESH:D003520", "Chemical"),
+        ]
+    )
+    assert linker.link("CYA", "Chemical") == Link("MESH:D016572", "exact", 1.0)
+    assert linker.link("CYA", "Chemical", "cyclophosphamide") == Link(
+        "MESH:D003520", "abbreviation", 1.0
+    )
+    # a long form the dictionary lacks leaves the short form's own match
+    assert linker.link("CYA", "Chemical", "zorbic quixate") == Link("MESH:D016572", "exact", 1.0)
+
+
 def test_tfidf_tier_links_near_misses_above_the_threshold(linker):
     link = linker.link("gastric bleedings", "Disease")
     assert link.id == "MESH:D006471" and link.tier == "tfidf" and 0.6 <= link.score < 1.0
