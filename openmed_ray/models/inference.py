@@ -28,6 +28,38 @@ def pad_batch(
 
 
 AGGREGATIONS = ("first", "average", "max", "simple")
+# What one more forward pass costs, in padded wordpieces, when length-sorted windows are cut
+# into batches (its fixed overhead: kernel launches, a compiled graph's guards, smaller GEMMs).
+BATCH_COST_WORDPIECES = 64
+
+
+def length_batches(
+    lengths: Sequence[int], max_batch: int, batch_cost: float = BATCH_COST_WORDPIECES
+) -> list[list[int]]:
+    """Indices grouped into batches of at most `max_batch` that minimise the padded wordpieces
+    plus `batch_cost` per batch.
+
+    The indices are sorted by length (stable) and cut by dynamic programming: a batch of
+    sorted positions (i, j] costs `lengths[j] * (j - i) + batch_cost`, as every row is padded
+    to the longest. Fixed-size chunks of the sorted order waste most where lengths spread
+    out (the long tail of sentences); predictions do not depend on the batching.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ordered = np.asarray([lengths[i] for i in order], dtype=np.float64)
+    best = np.zeros(len(order) + 1)
+    start = np.zeros(len(order) + 1, dtype=np.int64)
+    for end in range(1, len(order) + 1):
+        first = max(0, end - max_batch)
+        costs = best[first:end] + ordered[end - 1] * (end - np.arange(first, end)) + batch_cost
+        k = int(np.argmin(costs))
+        best[end], start[end] = costs[k], first + k
+    batches, end = [], len(order)
+    while end > 0:
+        batches.append(order[start[end] : end])
+        end = int(start[end])
+    return batches[::-1]
 
 
 def pool_word_pieces(
@@ -94,18 +126,16 @@ def window_log_probs(
 ) -> list[np.ndarray]:
     """Per window, log-probabilities (n_owned_words, n_labels), one row per owned word.
 
+    At most `batch_size` windows go into one forward pass, grouped by `length_batches`.
     With `head_sizes` the model's logits hold several heads side by side; each head's slice
     is normalised on its own."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     results: list[np.ndarray | None] = [None] * len(windows)
-    # Sorting by length keeps padding (wasted compute) minimal within each batch.
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
     was_training = model.training
     model.eval()
     try:
-        for begin in range(0, len(order), batch_size):
-            chunk = order[begin : begin + batch_size]
+        for chunk in length_batches([len(w.input_ids) for w in windows], batch_size):
             ids, mask = pad_batch([windows[i].input_ids for i in chunk], pad_id, device)
             log_probs = head_log_softmax(model(ids, mask).float(), head_sizes).cpu().numpy()
             for row, index in enumerate(chunk):
