@@ -309,11 +309,13 @@ class RelationTrainConfig(Config):
     seed: int = 42
     max_train_documents: int | None = None
     eval_batch_size: int = 8  # documents
+    save_dtype: str = "float32"  # "float16" halves bundle size (a full encoder is ~90 MB fp32)
     data_root: str | None = None
     resume: bool = False
 
     def validate(self) -> None:
         require(self.method in ("lora", "full"), "method", f"'lora' or 'full', got {self.method!r}")
+        require(self.save_dtype in ("float32", "float16"), "save_dtype", "float32 or float16")
         require(
             self.pair_scoring in PAIR_SCORINGS,
             "pair_scoring",

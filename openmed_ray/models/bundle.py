@@ -111,8 +111,9 @@ def save_bundle(
     backbone_spec: str,
     save_dtype: str = "float32",
     labels_scheme: str = "IOB2",
-) -> str:
-    """Write a bundle atomically (into a temporary sibling, then renamed); returns its version.
+) -> dict[str, Any]:
+    """Write a bundle atomically (into a temporary sibling, then renamed); returns the card it
+    wrote (the given card plus `version`, `backbone` and `save_dtype`).
 
     `labels` is the head's label list, or for a multi-task model a head name -> labels map."""
     directory = Path(directory)
@@ -148,7 +149,7 @@ def save_bundle(
     if directory.exists():
         shutil.rmtree(directory)
     staging.rename(directory)
-    return version
+    return card
 
 
 def bundle_version(directory: str | Path) -> str:

@@ -184,7 +184,7 @@ def write_outputs(
         }
         labels_out = labels
     bundle_dir = output / "adapter"
-    version = save_bundle(
+    card = save_bundle(
         model,
         labels_out,
         card,
@@ -192,7 +192,6 @@ def write_outputs(
         backbone_spec=config.backbone,
         save_dtype=config.save_dtype,
     )
-    card["version"] = version
     summary = {"config": config.to_dict(), "bundle": str(bundle_dir), **card}
     write_bytes_atomic(json.dumps(summary, indent=2).encode(), output / "finetune.json")
     log.info(

@@ -133,11 +133,10 @@ def write_relation_outputs(
         "data_files": {split: dataset.file_sha256(split) for split in ("train", "devel", "test")},
     }
     bundle_dir = output / "adapter"
-    version = save_bundle(
+    card = save_bundle(
         model, task.labels, card, bundle_dir, backbone_spec=config.backbone,
-        labels_scheme="relation",
+        save_dtype=config.save_dtype, labels_scheme="relation",
     )  # fmt: skip
-    card["version"] = version
     summary = {"config": config.to_dict(), "bundle": str(bundle_dir), **card}
     write_bytes_atomic(json.dumps(summary, indent=2).encode(), output / "relations.json")
     log.info(

@@ -35,7 +35,7 @@ from openmed_ray.models.bundle import save_bundle
 from openmed_ray.models.classifier import build_classifier
 torch.manual_seed(0)
 model = build_classifier(sys.argv[1], 3, LoraConfig(targets=("query", "key", "value", "dense")))
-print(save_bundle(model, ["O", "B-X", "I-X"], {}, sys.argv[2], backbone_spec="tiny"))
+print(save_bundle(model, ["O", "B-X", "I-X"], {}, sys.argv[2], backbone_spec="tiny")["version"])
 """
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from openmed_ray.errors import ConfigError
 from openmed_ray.eval.relations import relation_prf
@@ -67,3 +68,31 @@ def test_bad_relation_inputs_fail_before_training(tiny_backbone, tmp_path):
         train_relations(config)
     with pytest.raises(FileNotFoundError, match="BC5CDR-CID train file not found"):
         train_relations(tiny_relation_config(tiny_backbone, tmp_path / "nowhere", tmp_path / "o"))
+
+
+def test_a_float16_bundle_stores_half_weights_and_reloads_to_its_card_scores(
+    tiny_backbone, tiny_relation_data_root, tmp_path
+):
+    from safetensors import safe_open
+
+    from openmed_ray.train.relations import train_relations_local
+
+    config = tiny_relation_config(
+        tiny_backbone, tiny_relation_data_root, tmp_path / "run", epochs=4, save_dtype="float16"
+    )
+    result = train_relations_local(config, name="cid-half")
+    assert result.card["save_dtype"] == "float16"
+    weights = sorted(result.bundle.rglob("*.safetensors"))
+    assert {p.name for p in weights} >= {"head.safetensors", "model.safetensors"}
+    for path in weights:
+        with safe_open(str(path), "pt") as stored:
+            names = stored.keys()  # safe_open is not iterable
+            dtypes = {stored.get_tensor(name).dtype for name in names}
+        assert dtypes <= {torch.float16, torch.int64}, (path, dtypes)
+
+    bundle = load_relation_bundle(result.bundle)
+    assert {p.dtype for p in bundle.model.parameters()} == {torch.float32}
+    scored, gold = evaluate_relation_split(bundle.model, bundle.tokenizer, config, "test")
+    again = relation_prf([t for t, s in scored if s >= bundle.threshold], gold)
+    # The card was scored in float32 before saving; rounding to float16 moves no decision here.
+    assert round(again.f1, 4) == result.card["metrics"]["test"]["f1"]
