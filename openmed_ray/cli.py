@@ -213,6 +213,9 @@ def _add_train_relations(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads-per-worker", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--save-dtype", choices=["float32", "float16"])
+    parser.add_argument(
+        "--init-from", help="relation bundle (name or path) whose weights the run starts from"
+    )
     parser.add_argument("--data-root")
     parser.add_argument("--resume", action="store_true", default=None)
     _add_address(parser)

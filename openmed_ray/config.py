@@ -310,6 +310,9 @@ class RelationTrainConfig(Config):
     max_train_documents: int | None = None
     eval_batch_size: int = 8  # documents
     save_dtype: str = "float32"  # "float16" halves bundle size (a full encoder is ~90 MB fp32)
+    # A relation bundle (catalog name or path) whose weights the run starts from, with a fresh
+    # optimizer and schedule: training continued in a later session, or a related task.
+    init_from: str | None = None
     data_root: str | None = None
     resume: bool = False
 

@@ -22,12 +22,14 @@ from safetensors.torch import load_file
 from openmed_ray.config import RelationTrainConfig
 from openmed_ray.eval.relations import Triple, best_threshold
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
+from openmed_ray.models.catalog import resolve_adapter
 from openmed_ray.models.classifier import trainable_state
 from openmed_ray.models.relation import (
     PairPredictions,
     RelationClassifier,
     build_relation_classifier,
     collate,
+    load_warm_start,
     predict_pairs,
 )
 from openmed_ray.relations.datasets import relation_dataset
@@ -134,6 +136,8 @@ def run_relation_loop(config: RelationTrainConfig, session: Session) -> dict[str
         gradient_checkpointing=use_cuda,
         pair_scoring=config.pair_scoring,
     )
+    if config.init_from:  # a checkpoint restored below still takes precedence
+        load_warm_start(model, resolve_adapter(config.init_from))
     state = new_training_state(labels=data.task.labels)
     steps = sum(
         1

@@ -18,7 +18,8 @@ from openmed_ray.eval.relations import best_threshold, relation_prf
 from openmed_ray.io.filesystem import write_bytes_atomic
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.bundle import save_bundle
-from openmed_ray.models.relation import RelationClassifier, predict_pairs
+from openmed_ray.models.catalog import resolve_adapter
+from openmed_ray.models.relation import RelationClassifier, check_warm_start, predict_pairs
 from openmed_ray.relations.datasets import relation_dataset
 from openmed_ray.relations.encoding import marker_id
 from openmed_ray.relations.examples import RelationDataError, RelationTask, gold_triples
@@ -50,12 +51,27 @@ def method_label(config: RelationTrainConfig) -> str:
 
 
 def preflight(config: RelationTrainConfig) -> RelationTask:
-    """Fail before any Ray work: dataset files, gold pairs, backbone and its tokenizer."""
+    """Fail before any Ray work: dataset files, gold pairs, backbone and its tokenizer, and the
+    bundle the run starts from."""
     task, splits = load_relation_splits(config)
     marker_id(load_tokenizer(resolve_backbone(config.backbone)))
     if not any(d.relations for d in splits["train"]):
         raise RelationDataError(f"{config.dataset}: the training split has no gold relations")
+    if config.init_from:
+        warm_start_card(config, task)
     return task
+
+
+def warm_start_card(config: RelationTrainConfig, task: RelationTask) -> dict[str, Any]:
+    """The checked card of the bundle `config.init_from` names."""
+    return check_warm_start(
+        resolve_adapter(config.init_from),
+        backbone=config.backbone,
+        method=config.method,
+        lora=config.lora,
+        pair_scoring=config.pair_scoring,
+        labels=task.labels,
+    )
 
 
 def train_relations(config: RelationTrainConfig, name: str | None = None) -> RelationTrainResult:
@@ -132,6 +148,13 @@ def write_relation_outputs(
         **run_card_fields(config, state, wall_seconds, model),
         "data_files": {split: dataset.file_sha256(split) for split in ("train", "devel", "test")},
     }
+    if config.init_from:
+        start = warm_start_card(config, task)
+        card["init_from"] = {
+            "bundle": config.init_from,
+            "version": start["version"],
+            "dev_f1": start["metrics"]["dev"]["f1"],
+        }
     bundle_dir = output / "adapter"
     card = save_bundle(
         model, task.labels, card, bundle_dir, backbone_spec=config.backbone,

@@ -96,3 +96,60 @@ def test_a_float16_bundle_stores_half_weights_and_reloads_to_its_card_scores(
     again = relation_prf([t for t, s in scored if s >= bundle.threshold], gold)
     # The card was scored in float32 before saving; rounding to float16 moves no decision here.
     assert round(again.f1, 4) == result.card["metrics"]["test"]["f1"]
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_run_started_from_a_bundle_begins_at_its_weights(
+    method, tiny_backbone, tiny_relation_bundle, tiny_relation_data_root, tmp_path
+):
+    from openmed_ray.models.bundle import read_card
+    from openmed_ray.train.relations import train_relations_local
+
+    def config(output, **changes):
+        return tiny_relation_config(
+            tiny_backbone, tiny_relation_data_root, tmp_path / output, method=method, **changes
+        )
+
+    start = (
+        tiny_relation_bundle
+        if method == "full"
+        else train_relations_local(config("lora-start", epochs=3), name="start").bundle
+    )
+    started = read_card(start)
+    # One epoch at a negligible learning rate: the run's model is the bundle's, so it scores
+    # dev and test exactly as the bundle did (a fresh model scores near chance here).
+    card = train_relations_local(
+        config(
+            "warm", init_from=str(start), epochs=1, learning_rate=1e-12, head_learning_rate=1e-12
+        ),
+        name="warm",
+    ).card
+    assert card["init_from"] == {
+        "bundle": str(start),
+        "version": started["version"],
+        "dev_f1": started["metrics"]["dev"]["f1"],
+    }
+    assert card["metrics"] == started["metrics"]
+
+
+def test_a_bundle_the_run_cannot_start_from_is_refused_before_training(
+    tiny_backbone, tiny_relation_bundle, tiny_bundle, tiny_relation_data_root, tmp_path
+):
+    from openmed_ray.models.bundle import BundleError
+
+    def refused(match, **changes):
+        config = tiny_relation_config(
+            tiny_backbone, tiny_relation_data_root, tmp_path / "out", **changes
+        )
+        with pytest.raises(BundleError, match=match):
+            train_relations(config)
+
+    start = str(tiny_relation_bundle)
+    refused(
+        "pair_scoring is 'mention-pairs' but this run's is 'entities'",
+        init_from=start,
+        pair_scoring="entities",
+    )
+    refused("method is 'full' but this run's is 'lora'", init_from=start, method="lora")
+    refused("is not a relation bundle", init_from=str(tiny_bundle))
+    assert not (tmp_path / "out").exists()  # refused before the run wrote anything
