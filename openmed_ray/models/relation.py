@@ -291,9 +291,7 @@ def check_warm_start(
 ) -> dict:
     """The card of the relation bundle a new run starts from, after checking that its weights
     fit the model that run builds; else a BundleError naming the bundle and the field."""
-    card = read_card(directory) if is_bundle(directory) else {}
-    if card.get("task") != "relation":
-        raise BundleError(f"{directory} is not a relation bundle, so a run cannot start from it")
+    card = read_relation_card(directory)
     trained = card.get("hyperparameters", {})
     same = {
         "backbone": (card.get("backbone"), backbone),
@@ -432,15 +430,21 @@ class RelationBundle:
         return int(hyperparameters.get("max_length", 512)), int(hyperparameters.get("overlap", 128))
 
 
-def load_relation_bundle(directory: str | Path, *, backbone: str | None = None) -> RelationBundle:
-    """A relation bundle's classifier (LoRA merged), in eval mode on the CPU."""
-    directory = Path(directory)
-    card = read_card(directory)
-    if not is_bundle(directory) or card.get("task") != "relation":
+def read_relation_card(directory: Path) -> dict:
+    """The card of a relation bundle; a BundleError for any other directory."""
+    card = read_card(directory) if is_bundle(directory) else {}
+    if card.get("task") != "relation":
         raise BundleError(
             f"{directory} is not a relation bundle: it needs {HEAD_FILE}, labels.json and a "
             "card.json with task 'relation' (NER adapters go to `annotate --adapters`)"
         )
+    return card
+
+
+def load_relation_bundle(directory: str | Path, *, backbone: str | None = None) -> RelationBundle:
+    """A relation bundle's classifier (LoRA merged), in eval mode on the CPU."""
+    directory = Path(directory)
+    card = read_relation_card(directory)
     labels = read_labels(directory)
     task = RelationTask.from_dict(card["relation_task"])
     if labels != task.labels:

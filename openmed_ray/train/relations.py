@@ -50,21 +50,16 @@ def method_label(config: RelationTrainConfig) -> str:
     return f"{','.join(config.lora.targets)} LoRA r{config.lora.rank}"
 
 
-def preflight(config: RelationTrainConfig) -> RelationTask:
+def preflight(config: RelationTrainConfig) -> tuple[RelationTask, dict[str, Any] | None]:
     """Fail before any Ray work: dataset files, gold pairs, backbone and its tokenizer, and the
-    bundle the run starts from."""
+    bundle the run starts from. Returns the task and the card's `init_from` record (or None)."""
     task, splits = load_relation_splits(config)
     marker_id(load_tokenizer(resolve_backbone(config.backbone)))
     if not any(d.relations for d in splits["train"]):
         raise RelationDataError(f"{config.dataset}: the training split has no gold relations")
-    if config.init_from:
-        warm_start_card(config, task)
-    return task
-
-
-def warm_start_card(config: RelationTrainConfig, task: RelationTask) -> dict[str, Any]:
-    """The checked card of the bundle `config.init_from` names."""
-    return check_warm_start(
+    if not config.init_from:
+        return task, None
+    start = check_warm_start(
         resolve_adapter(config.init_from),
         backbone=config.backbone,
         method=config.method,
@@ -72,18 +67,24 @@ def warm_start_card(config: RelationTrainConfig, task: RelationTask) -> dict[str
         pair_scoring=config.pair_scoring,
         labels=task.labels,
     )
+    init_from = {
+        "bundle": config.init_from,
+        "version": start["version"],
+        "dev_f1": start["metrics"]["dev"]["f1"],
+    }
+    return task, init_from
 
 
 def train_relations(config: RelationTrainConfig, name: str | None = None) -> RelationTrainResult:
     """Train on Ray Train, keep the best dev epoch, evaluate dev and test once, write a bundle."""
-    task = preflight(config)
+    task, init_from = preflight(config)
     output, model, state, wall_seconds = train_on_ray(
         ray_relation_loop_per_worker,
         config,
         RUN_NAME,
         lambda checkpoint: load_best_relation_model(config, checkpoint, len(task.labels)),
     )
-    return write_relation_outputs(config, name, output, model, task, state, wall_seconds)
+    return write_relation_outputs(config, name, output, model, task, state, wall_seconds, init_from)
 
 
 def train_relations_local(
@@ -92,13 +93,13 @@ def train_relations_local(
     """The same loop and outputs in this process, without Ray (tests, notebooks, debugging)."""
     from openmed_ray.train.relation_loop import run_relation_loop
 
-    task = preflight(config)
+    task, init_from = preflight(config)
     output, model, state, wall_seconds = train_in_process(
         run_relation_loop,
         config,
         lambda checkpoint: load_best_relation_model(config, checkpoint, len(task.labels)),
     )
-    return write_relation_outputs(config, name, output, model, task, state, wall_seconds)
+    return write_relation_outputs(config, name, output, model, task, state, wall_seconds, init_from)
 
 
 def evaluate_relation_split(
@@ -125,6 +126,7 @@ def write_relation_outputs(
     task: RelationTask,
     state: dict[str, Any],
     wall_seconds: float,
+    init_from: dict[str, Any] | None = None,
 ) -> RelationTrainResult:
     """Choose the threshold on dev, evaluate test once at it, write the bundle and summary."""
     dataset = relation_dataset(config.dataset, config.data_root)
@@ -148,13 +150,8 @@ def write_relation_outputs(
         **run_card_fields(config, state, wall_seconds, model),
         "data_files": {split: dataset.file_sha256(split) for split in ("train", "devel", "test")},
     }
-    if config.init_from:
-        start = warm_start_card(config, task)
-        card["init_from"] = {
-            "bundle": config.init_from,
-            "version": start["version"],
-            "dev_f1": start["metrics"]["dev"]["f1"],
-        }
+    if init_from:
+        card["init_from"] = init_from
     bundle_dir = output / "adapter"
     card = save_bundle(
         model, task.labels, card, bundle_dir, backbone_spec=config.backbone,
