@@ -144,8 +144,12 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpus-per-worker", type=float)
     parser.add_argument("--cpus-per-worker", type=float)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads-per-worker", type=int)
     parser.add_argument("--max-train-sentences", type=int)
     parser.add_argument("--save-dtype", choices=["float32", "float16"])
+    parser.add_argument(
+        "--init-from", help="NER bundle (name or path) whose weights the run starts from"
+    )
     parser.add_argument("--data-root")
     parser.add_argument("--resume", action="store_true", default=None)
     _add_address(parser)

@@ -201,6 +201,10 @@ class FinetuneConfig(Config):
     data_root: str | None = None
     resume: bool = False
     save_dtype: str = "float32"  # "float16" halves bundle size
+    # An NER bundle (catalog name or path) whose weights the run starts from, with a fresh
+    # optimizer and schedule: training continued in a later session, e.g. more epochs for a
+    # shipped bundle whose dev F1 was still rising.
+    init_from: str | None = None
 
     def validate(self) -> None:
         require(self.method in ("lora", "full"), "method", f"'lora' or 'full', got {self.method!r}")
@@ -464,6 +468,12 @@ class SweepConfig(Config):
         )
         require(bool(self.output), "output", "is required")
         require(self.final_epochs is None or self.final_epochs > 0, "final_epochs", "must be > 0")
+        require(
+            self.finetune.init_from is None,
+            "finetune.init_from",
+            "sweep trials start from the backbone (their LoRA rank varies); continue a bundle's "
+            "training with `openmed-ray finetune --init-from` instead",
+        )
         require(
             self.final_train_sentences is None or self.final_train_sentences > 0,
             "final_train_sentences",

@@ -26,9 +26,7 @@ from torch import nn
 from openmed_ray.config import PAIR_SCORINGS, LoraConfig
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.bundle import (
-    ENCODER_DIR,
     HEAD_FILE,
-    LORA_FILES,
     BundleError,
     bundle_version,
     is_bundle,
@@ -39,6 +37,7 @@ from openmed_ray.models.bundle import (
 )
 from openmed_ray.models.classifier import EncoderWithHead, adapt_encoder, load_encoder
 from openmed_ray.models.inference import pad_batch
+from openmed_ray.models.warm_start import encoder_fields, load_encoder_weights, require_same
 from openmed_ray.relations.encoding import EncodedRelationDocument
 from openmed_ray.relations.examples import RelationTask
 
@@ -292,44 +291,20 @@ def check_warm_start(
     """The card of the relation bundle a new run starts from, after checking that its weights
     fit the model that run builds; else a BundleError naming the bundle and the field."""
     card = read_relation_card(directory)
-    trained = card.get("hyperparameters", {})
-    same = {
-        "backbone": (card.get("backbone"), backbone),
-        "method": (card.get("method"), method),
-        "pair_scoring": (trained.get("pair_scoring", "entities"), pair_scoring),
-        "labels": (read_labels(directory), labels),
-    }
-    if method == "lora":
-        bundle_lora = trained.get("lora", {})
-        same["lora.rank"] = (bundle_lora.get("rank"), lora.rank)
-        same["lora.alpha"] = (bundle_lora.get("alpha"), lora.alpha)
-        same["lora.targets"] = (list(bundle_lora.get("targets", [])), list(lora.targets))
-    for field, (theirs, ours) in same.items():
-        if theirs != ours:
-            raise BundleError(
-                f"cannot start from {directory}: its {field} is {theirs!r} but this run's is "
-                f"{ours!r}; set {field} to match or start from scratch"
-            )
+    fields = encoder_fields(card, backbone=backbone, method=method, lora=lora)
+    fields["pair_scoring"] = (
+        card.get("hyperparameters", {}).get("pair_scoring", "entities"),
+        pair_scoring,
+    )
+    fields["labels"] = (read_labels(directory), labels)
+    require_same(directory, fields)
     return card
 
 
 def load_warm_start(model: RelationClassifier, directory: Path) -> None:
     """Copy a checked bundle's trained weights (LoRA or encoder, and the pair head) into a
     freshly built classifier whose LoRA is not merged, so training continues from them."""
-    if model.is_lora:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        weights = {k: v.float() for k, v in load_file(str(directory / LORA_FILES[1])).items()}
-        result = set_peft_model_state_dict(model.encoder, weights)
-        missing = [key for key in result.missing_keys if "lora_" in key]
-        if missing or result.unexpected_keys:
-            raise BundleError(
-                f"{directory}: LoRA weights do not fit the model (missing {missing[:3]}, "
-                f"unexpected {list(result.unexpected_keys)[:3]})"
-            )
-    else:
-        model.encoder.load_state_dict(load_encoder(directory / ENCODER_DIR).state_dict())
+    load_encoder_weights(model, directory)
     model.head.load_state_dict(load_head(directory))
 
 

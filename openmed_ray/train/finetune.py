@@ -20,7 +20,9 @@ from openmed_ray.config import FinetuneConfig
 from openmed_ray.io.filesystem import write_bytes_atomic
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.bundle import MULTITASK, save_bundle
+from openmed_ray.models.catalog import resolve_adapter
 from openmed_ray.models.classifier import HeadView
+from openmed_ray.models.warm_start import check_ner_warm_start, init_from_record
 from openmed_ray.text.windows import WindowSpec
 from openmed_ray.train.common import (
     run_card_fields,
@@ -55,36 +57,47 @@ def method_label(config: FinetuneConfig) -> str:
     return f"{targets} LoRA r{config.lora.rank}"
 
 
-def preflight(config: FinetuneConfig) -> dict[str, list[str]]:
-    """Fail before any Ray work: datasets, labels, backbone, tokenizer. Returns head labels."""
+def preflight(config: FinetuneConfig) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
+    """Fail before any Ray work: datasets, labels, backbone, tokenizer, and the bundle the run
+    starts from. Returns the head labels and the card's `init_from` record (or None)."""
     head_labels = check_tasks(config)
     load_tokenizer(resolve_backbone(config.backbone))
-    return head_labels
+    if not config.init_from:
+        return head_labels, None
+    start = check_ner_warm_start(
+        resolve_adapter(config.init_from),
+        backbone=config.backbone,
+        method=config.method,
+        lora=config.lora,
+        head_labels=head_labels,
+        multitask=config.multitask,
+    )
+    return head_labels, init_from_record(config.init_from, start)
 
 
 def finetune(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
     """Train with Ray Train, keep the best dev epoch, evaluate dev and test once, write a bundle."""
-    head_labels = preflight(config)
+    head_labels, init_from = preflight(config)
     output, model, state, wall_seconds = train_on_ray(
         ray_train_loop_per_worker,
         config,
         RUN_NAME,
         lambda checkpoint: load_best_model(config, checkpoint, head_labels),
     )
-    return write_outputs(config, name, output, model, head_labels, state, wall_seconds)
+    return write_outputs(config, name, output, model, head_labels, state, wall_seconds, init_from)
 
 
 def finetune_local(config: FinetuneConfig, name: str | None = None) -> FinetuneResult:
     """The same loop and outputs in this process, without Ray (notebooks, tests, debugging)."""
     from openmed_ray.train.loop import run_finetune_loop
 
-    head_labels = preflight(config)
+    head_labels, init_from = preflight(config)
     output, model, state, wall_seconds = train_in_process(
         run_finetune_loop,
         config,
         lambda checkpoint: load_best_model(config, checkpoint, head_labels),
     )
-    return write_outputs(config, name, output, model, head_labels, state, wall_seconds)
+    return write_outputs(config, name, output, model, head_labels, state, wall_seconds, init_from)
 
 
 def evaluate_splits(
@@ -122,6 +135,7 @@ def write_outputs(
     head_labels: dict[str, list[str]],
     state: dict[str, Any],
     wall_seconds: float,
+    init_from: dict[str, Any] | None = None,
 ) -> FinetuneResult:
     """Evaluate the best model on dev and test once, then write the bundle and finetune.json."""
     from openmed_ray.datasets import require_dataset
@@ -183,6 +197,8 @@ def write_outputs(
             "data_files": data_files(dataset),
         }
         labels_out = labels
+    if init_from:
+        card["init_from"] = init_from
     bundle_dir = output / "adapter"
     card = save_bundle(
         model,

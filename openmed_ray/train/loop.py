@@ -23,7 +23,7 @@ from openmed_ray.datasets import require_dataset
 from openmed_ray.eval.metrics import evaluate
 from openmed_ray.io.iob import Sentence
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
-from openmed_ray.models.catalog import adapter_name_for
+from openmed_ray.models.catalog import adapter_name_for, resolve_adapter
 from openmed_ray.models.classifier import (
     HeadView,
     MultiTaskTokenClassifier,
@@ -33,6 +33,7 @@ from openmed_ray.models.classifier import (
     trainable_state,
 )
 from openmed_ray.models.inference import sentence_log_probs
+from openmed_ray.models.warm_start import load_ner_warm_start
 from openmed_ray.text.decoding import BioDecoder
 from openmed_ray.text.windows import EncodedWindow, WindowSpec
 from openmed_ray.train.common import (
@@ -206,6 +207,8 @@ def run_finetune_loop(config: FinetuneConfig, session: Session) -> dict[str, Any
         {task.head: task.labels for task in tasks},
         gradient_checkpointing=use_cuda,  # memory for speed, only where memory is scarce
     )
+    if config.init_from:  # a checkpoint restored below still takes precedence
+        load_ner_warm_start(model, resolve_adapter(config.init_from))
     state = (
         new_training_state(heads={task.head: task.labels for task in tasks})
         if config.multitask

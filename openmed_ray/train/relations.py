@@ -20,6 +20,7 @@ from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
 from openmed_ray.models.bundle import save_bundle
 from openmed_ray.models.catalog import resolve_adapter
 from openmed_ray.models.relation import RelationClassifier, check_warm_start, predict_pairs
+from openmed_ray.models.warm_start import init_from_record
 from openmed_ray.relations.datasets import relation_dataset
 from openmed_ray.relations.encoding import marker_id
 from openmed_ray.relations.examples import RelationDataError, RelationTask, gold_triples
@@ -67,12 +68,7 @@ def preflight(config: RelationTrainConfig) -> tuple[RelationTask, dict[str, Any]
         pair_scoring=config.pair_scoring,
         labels=task.labels,
     )
-    init_from = {
-        "bundle": config.init_from,
-        "version": start["version"],
-        "dev_f1": start["metrics"]["dev"]["f1"],
-    }
-    return task, init_from
+    return task, init_from_record(config.init_from, start)
 
 
 def train_relations(config: RelationTrainConfig, name: str | None = None) -> RelationTrainResult:
