@@ -272,22 +272,31 @@ def tiny_multitask_bundle(tiny_backbone, tiny_multitask_data_root, tmp_path_fact
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_backbone, tiny_data_root, tmp_path_factory):
     """A trained tiny adapter bundle (full fine-tuning in-process: fast and accurate)."""
-    from openmed_ray.config import FinetuneConfig
     from openmed_ray.train.finetune import finetune_local
 
-    config = FinetuneConfig(
+    config = tiny_finetune_config(
+        tiny_backbone, tiny_data_root, tmp_path_factory.mktemp("bundle-run"), epochs=6
+    )
+    return finetune_local(config, name="tiny").bundle
+
+
+def tiny_finetune_config(backbone, data_root, output, **changes):
+    """Full fine-tuning of the tiny backbone on the tiny NCBI-disease: fast and accurate."""
+    from openmed_ray.config import FinetuneConfig
+
+    values = dict(
         dataset="NCBI-disease",
-        backbone=str(tiny_backbone),
-        output=str(tmp_path_factory.mktemp("bundle-run")),
-        data_root=str(tiny_data_root),
+        backbone=str(backbone),
+        output=str(output),
+        data_root=str(data_root),
         method="full",
         learning_rate=5e-3,
         batch_size=16,
-        epochs=6,
+        epochs=3,
         threads_per_worker=1,
         warmup_ratio=0.0,
     )
-    return finetune_local(config, name="tiny").bundle
+    return FinetuneConfig(**{**values, **changes})
 
 
 OWNER_SCRIPT = """

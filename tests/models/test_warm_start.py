@@ -8,26 +8,10 @@ from openmed_ray.config import FinetuneConfig, SweepConfig
 from openmed_ray.errors import ConfigError
 from openmed_ray.models.bundle import BundleError, read_card
 from openmed_ray.train.finetune import finetune, finetune_local
-from tests.conftest import tiny_multitask_config
+from tests.conftest import tiny_finetune_config, tiny_multitask_config
 
 # One epoch at this rate leaves the weights as they started, to float32 precision.
 NEGLIGIBLE_RATE = 1e-12
-
-
-def single_config(backbone, data_root, output, **changes) -> FinetuneConfig:
-    values = dict(
-        dataset="NCBI-disease",
-        backbone=str(backbone),
-        output=str(output),
-        data_root=str(data_root),
-        method="full",
-        learning_rate=5e-3,
-        batch_size=16,
-        epochs=3,
-        threads_per_worker=1,
-        warmup_ratio=0.0,
-    )
-    return FinetuneConfig(**{**values, **changes})
 
 
 def record(bundle) -> dict:
@@ -47,7 +31,7 @@ def test_a_run_started_from_a_bundle_begins_at_its_weights(
         tiny_bundle
         if method == "full"
         else finetune_local(
-            single_config(
+            tiny_finetune_config(
                 tiny_backbone,
                 tiny_data_root,
                 tmp_path / "lora-start",
@@ -58,7 +42,7 @@ def test_a_run_started_from_a_bundle_begins_at_its_weights(
             name="start",
         ).bundle
     )
-    warm = single_config(
+    warm = tiny_finetune_config(
         tiny_backbone,
         tiny_data_root,
         tmp_path / "warm",
@@ -109,10 +93,10 @@ def test_a_bundle_the_run_cannot_start_from_is_refused_before_training(
             finetune(config)  # the Ray path: refused in pre-flight, before Ray is used
 
     def single(**changes):
-        return single_config(tiny_backbone, tiny_data_root, output, **changes)
+        return tiny_finetune_config(tiny_backbone, tiny_data_root, output, **changes)
 
     def chemicals(**changes):  # a single-type run on a dataset with other labels
-        return single_config(
+        return tiny_finetune_config(
             tiny_backbone, tiny_multitask_data_root, output, dataset="BC5CDR-chem", **changes
         )
 
