@@ -6,7 +6,7 @@ import pytest
 
 from openmed_ray.cli import main
 from openmed_ray.models.adapters import identify_adapter
-from openmed_ray.models.bundle import MULTITASK, bundle_version, read_card
+from openmed_ray.models.bundle import ENCODER_DIR, MULTITASK, bundle_version, read_card
 from openmed_ray.models.catalog import (
     DEFAULT_ADAPTERS,
     SHIPPED_DIR,
@@ -37,8 +37,14 @@ def test_shipped_bundles_are_intact():
         else:
             assert card["metrics"]["test"]["per_type"]
             assert card["shipped_choice"]["dev_f1_by_config"]  # the configuration choice
-        assert (path / "adapter_config.json").is_file() and (path / "README.md").is_file()
-        assert sum(f.stat().st_size for f in path.iterdir()) < 8 * 2**20  # a few MB at most
+        assert (path / "README.md").is_file()
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if card["method"] == "lora":
+            assert (path / "adapter_config.json").is_file(), name
+            assert size < 8 * 2**20, name  # a few MB at most
+        else:  # the whole encoder, stored in float16 (MiniLM-L6: 45 MB)
+            assert (path / ENCODER_DIR / "model.safetensors").is_file(), name
+            assert card["save_dtype"] == "float16" and size < 50 * 2**20, name
 
 
 def test_the_default_adapters_are_shipped():
