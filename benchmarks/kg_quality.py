@@ -51,6 +51,7 @@ from openmed_ray.text.tokenize import sentence_spans  # noqa: E402
 TEST_FILE = "normalization/BC5CDR/CDR_TestSet.PubTator.txt"
 EXACT_ONLY = ("exact",)
 MESH = "MESH:"
+NER_ADAPTERS = ("chemical", "disease")  # the shipped adapters finding the mentions
 
 
 def load_test_documents(n: int) -> list[PubTatorDocument]:
@@ -60,7 +61,7 @@ def load_test_documents(n: int) -> list[PubTatorDocument]:
 def annotate(documents: list[PubTatorDocument], threads: int) -> list[list[dict]]:
     from openmed_ray.annotate.annotator import Annotator
 
-    annotator = Annotator(["chemical", "disease"], threads=threads)
+    annotator = Annotator(list(NER_ADAPTERS), threads=threads)
     results = annotator.annotate([d.text for d in documents])
     return [
         [

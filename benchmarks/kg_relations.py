@@ -1,6 +1,6 @@
 """CID relations on the BC5CDR test set: the relation classifier against co-occurrence.
 
-    python benchmarks/kg_relations.py --docs 500 --bundle cid
+    python benchmarks/kg_relations.py --docs 500 --bundle cid [--calibrate]
 
 On the first N test abstracts, in one run:
 1. Baseline (today's graph): every chemical-disease pair of a document is an edge
@@ -10,9 +10,14 @@ On the first N test abstracts, in one run:
 2. The classifier on gold mentions with their gold MeSH IDs (the relation task alone).
 3. The classifier inside `openmed-ray kg --relations` on gold spans linked by our linker, and
    end to end on predicted and linked mentions (the real pipeline).
+With --calibrate, first the pipeline threshold: the end-to-end run on the 500 dev abstracts
+with a linking dictionary from train alone, the threshold with the best dev F1 written into
+the bundle's card (`pipeline_threshold`), which `kg --relations` then exports at by default.
 Document-level (doc, chemical, disease) triples are scored against the gold CID relations
-at the bundle's dev-chosen threshold; the precision-recall curve over the threshold goes to
-the PNG. Recall is split into pairs that share a sentence and pairs that never do.
+at the bundle's dev-chosen thresholds (gold mentions: the card's `threshold`; linked
+mentions: the graph's default, `pipeline_threshold` where the card has one); the
+precision-recall curve over the threshold goes to the PNG. Recall is split into pairs that
+share a sentence and pairs that never do.
 Throughput of the relation stage: the scorer alone in this process, and the KG run on local
 Ray with --relations against the same run without it.
 """
@@ -37,6 +42,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from benchmarks.common import RESULTS, write_results  # noqa: E402
 from benchmarks.kg_quality import (  # noqa: E402
     MESH,
+    NER_ADAPTERS,
     annotate,
     gold_mentions,
     gold_triples,
@@ -45,13 +51,22 @@ from benchmarks.kg_quality import (  # noqa: E402
     prf,
     write_annotate_output,
 )
-from openmed_ray.config import KGConfig  # noqa: E402
-from openmed_ray.eval.relations import precision_recall_curve, relation_prf  # noqa: E402
+from openmed_ray.config import KGConfig, LinkerConfig, resolve_data_root  # noqa: E402
+from openmed_ray.eval.relations import (  # noqa: E402
+    best_threshold,
+    precision_recall_curve,
+    relation_prf,
+)
+from openmed_ray.io.pubtator import read_pubtator  # noqa: E402
 from openmed_ray.kg.pipeline import build_graph  # noqa: E402
+from openmed_ray.kg.relations import relation_spec  # noqa: E402
 from openmed_ray.kg.store import GraphStore  # noqa: E402
+from openmed_ray.models.bundle import read_card, update_card  # noqa: E402
 from openmed_ray.models.catalog import resolve_adapter  # noqa: E402
 from openmed_ray.relations.examples import CID_TASK, from_pubtator  # noqa: E402
 from openmed_ray.text.tokenize import sentence_spans  # noqa: E402
+
+DEV_FILE = "normalization/BC5CDR/CDR_DevelopmentSet.PubTator.txt"
 
 
 def strip(node: str) -> str:
@@ -59,7 +74,13 @@ def strip(node: str) -> str:
 
 
 def build(
-    entities: Path, texts: Path, graph: Path, n_docs: int, bundle: str | None, threads: int = 2
+    entities: Path,
+    texts: Path,
+    graph: Path,
+    n_docs: int,
+    bundle: str | None,
+    threads: int = 2,
+    linker: LinkerConfig | None = None,
 ) -> dict:
     config = KGConfig(
         entities=str(entities),
@@ -72,8 +93,45 @@ def build(
         relations=bundle or "",
         relation_threads=threads if bundle else None,
         min_relation_score=0.0 if bundle else None,  # export every score: the curve needs them
+        linker=linker or LinkerConfig(),
     )
     return build_graph(config)
+
+
+def write_texts(documents, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table({"doc_id": [d.pmid for d in documents], "text": [d.text for d in documents]}),
+        path,
+    )
+    return path
+
+
+def calibrate(bundle_path: Path, threads: int, work: Path) -> dict:
+    """The pipeline threshold, chosen on the dev abstracts end to end: the shipped chemical
+    and disease adapters find the mentions, a dictionary from train alone links them (so dev
+    mentions link as unseen text does, not through their own strings), the bundle scores every
+    candidate pair, and the threshold with the best document-level F1 is kept."""
+    from openmed_ray.models.adapters import identify_adapter
+    from openmed_ray.runtime import ensure_ray
+
+    documents = read_pubtator(resolve_data_root() / DEV_FILE)
+    texts = write_texts(documents, work / "dev-texts" / "docs.parquet")
+    predicted = write_annotate_output(
+        work / "dev-predicted", documents, annotate(documents, threads)
+    )
+    ensure_ray(include_dashboard=False)
+    linker = LinkerConfig(builtin_splits=("train",))
+    graph = work / "dev-graph"
+    build(predicted, texts, graph, len(documents), str(bundle_path), threads, linker)
+    best = best_threshold(graph_scores(graph), {(*t, "CID") for t in gold_triples(documents)})
+    return {
+        "threshold": round(best.threshold, 6),
+        "chosen_on": f"{DEV_FILE} ({len(documents)} abstracts), predicted and linked mentions",
+        "linker_dictionary_splits": list(linker.builtin_splits),
+        "ner_adapters": {name: identify_adapter(name).version for name in NER_ADAPTERS},
+        "dev": best.to_dict(),
+    }
 
 
 def graph_scores(graph: Path) -> list[tuple[tuple[str, str, str, str], float]]:
@@ -181,27 +239,28 @@ def chart(payload: dict, path: Path) -> None:
     right.set_ylabel("precision")
     right.set_xlim(0, 1)
     right.set_ylim(0, 1)
-    right.set_title(f"Over the score threshold (dots: the bundle's {payload['threshold']:.3f})")
+    right.set_title(
+        f"Over the score threshold (dots: gold mentions at {payload['threshold']:.3f}, "
+        f"end to end at {payload['kg_default_threshold']['value']:.3f})",
+        fontsize=9,
+    )
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
-    from openmed_ray.models.bundle import read_card
     from openmed_ray.runtime import ensure_ray
 
     started = time.perf_counter()
     bundle_path = resolve_adapter(args.bundle)
+    if args.calibrate:
+        update_card(bundle_path, pipeline_threshold=calibrate(bundle_path, args.threads, work))
     card = read_card(bundle_path)
-    threshold = float(card["threshold"])
+    threshold = float(card["threshold"])  # chosen on dev with gold mentions
+    spec = relation_spec(str(bundle_path))  # what `kg --relations` exports by default
     documents = load_test_documents(args.docs)
-    texts = work / "texts" / "docs.parquet"
-    texts.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table({"doc_id": [d.pmid for d in documents], "text": [d.text for d in documents]}),
-        texts,
-    )
+    texts = write_texts(documents, work / "texts" / "docs.parquet")
     gold = {(*t, "CID") for t in gold_triples(documents)}
     intra, cross = sentence_split(documents)
 
@@ -238,19 +297,30 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         results[key] = {"precision": results[key]["p"], "recall": results[key]["r"], **results[key]}
     for key, values in scored.items():
         results[key] = at_threshold(values, gold, threshold)
+    # The graph's default: the pipeline-calibrated threshold where the card has one.
+    for key in ("classifier_gold_spans_linked", "classifier_end_to_end"):
+        results[f"{key}_at_gold_mention_threshold"] = results[key]
+        results[key] = at_threshold(scored[key], gold, spec.threshold)
     e2e, plain = runs["classifier_end_to_end"], runs["cooccurrence_predicted"]
     relation_seconds = e2e["seconds"] - plain["seconds"]
     return {
         "docs": n,
         "bundle": {"name": card["name"], "version": card["version"], "path": str(bundle_path)},
         "threshold": threshold,
+        "pipeline_threshold": card.get("pipeline_threshold"),
+        "kg_default_threshold": {"value": spec.threshold, "chosen_on": spec.threshold_source},
         "gold_relations": len(gold),
         "results": results,
         "f1_gold_mentions": results["classifier_gold_mentions"]["f1"],
         "f1_end_to_end": results["classifier_end_to_end"]["f1"],
         "bars": {"gold_mentions": 0.55, "end_to_end": 0.45},
         "recall_by_sentence_distance": {
-            key: recall_by_distance(values, intra, cross, threshold)
+            key: recall_by_distance(
+                values,
+                intra,
+                cross,
+                threshold if key == "classifier_gold_mentions" else spec.threshold,
+            )
             for key, values in scored.items()
         },
         "curves": {key: precision_recall_curve(values, gold) for key, values in scored.items()},
@@ -293,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=RESULTS / "kg_relations.json")
     parser.add_argument("--workdir", type=Path, help="keep inputs and graphs here")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="first choose the pipeline threshold on the dev abstracts end to end and write it "
+        "into the bundle's card (pipeline_threshold), the default of `kg --relations`",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kg-relations-") as scratch:
         payload = run(args, args.workdir or Path(scratch))

@@ -686,6 +686,8 @@ class DaptConfig(Config):
 # ---------------------------------------------------------------- knowledge graph
 KG_LEVELS = ("sentence", "document")
 LINK_TIERS = ("exact", "case", "punct", "abbreviation", "tfidf")
+# The splits the built-in linking dictionary may read (never test: it stays unseen).
+LINK_DICTIONARY_SPLITS = ("train", "dev")
 # Engine and corpus labels -> ontology types; a label not listed is its own type.
 DEFAULT_LABEL_TYPES = {
     "Chemical": "Chemical",
@@ -708,6 +710,8 @@ class LinkerConfig(Config):
     """Dictionary + abbreviation + character 3-gram TF-IDF linking to ontology IDs."""
 
     builtin: bool = True  # BC5CDR + NCBI-disease train/dev strings from the data root
+    # Which splits the built-in dictionary reads: ("train",) links dev text as unseen text.
+    builtin_splits: tuple[str, ...] = LINK_DICTIONARY_SPLITS
     data_root: str | None = None
     dictionaries: tuple[str, ...] = ()  # user TSVs: string<TAB>id<TAB>type
     threshold: float = 0.7  # TF-IDF cosine similarity needed to link
@@ -718,6 +722,12 @@ class LinkerConfig(Config):
     def validate(self) -> None:
         require(0.0 < self.threshold <= 1.0, "linker.threshold", "must be in (0, 1]")
         require(self.ngram >= 2, "linker.ngram", "must be >= 2")
+        bad = sorted(set(self.builtin_splits) - set(LINK_DICTIONARY_SPLITS))
+        require(
+            bool(self.builtin_splits) and not bad,
+            "linker.builtin_splits",
+            f"choose one or more of {LINK_DICTIONARY_SPLITS}" + (f"; unknown {bad}" if bad else ""),
+        )
         unknown = sorted(set(self.tiers) - set(LINK_TIERS))
         require(not unknown, "linker.tiers", f"unknown {unknown}; choose from {LINK_TIERS}")
         require(
@@ -757,7 +767,7 @@ class KGConfig(Config):
     relations: str = ""  # relation bundle (name or path) scoring candidate pairs; "" = none
     relation_threads: int | None = None  # torch threads per actor; None: cpus_per_actor, >= 1
     min_relation_score: float | None = None  # exports keep pairs scored this high; None: the
-    # bundle's dev-chosen threshold
+    # bundle's dev-chosen threshold (its pipeline-calibrated one where the card has it)
 
     def validate(self) -> None:
         for name in ("entities", "documents", "graph"):

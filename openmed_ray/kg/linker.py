@@ -42,13 +42,18 @@ from openmed_ray.kg.normalize import canonical_id, case_form, local_id, punct_fo
 
 STRING_TIERS = ("exact", "case", "punct")
 TIERS = (*STRING_TIERS, "abbreviation", "tfidf")
-# Train and dev splits only: the test files stay unseen for evaluation.
-BUILTIN_SOURCES = (
-    "normalization/BC5CDR/CDR_TrainingSet.PubTator.txt",
-    "normalization/BC5CDR/CDR_DevelopmentSet.PubTator.txt",
-    "normalization/NCBI-disease/NCBItrainset_corpus.txt",
-    "normalization/NCBI-disease/NCBIdevelopset_corpus.txt",
-)
+# Train and dev splits only: the test files stay unseen for evaluation. A linker built from
+# train alone links dev mentions as it links unseen text (for choosing settings on dev).
+BUILTIN_SOURCES = {
+    "train": (
+        "normalization/BC5CDR/CDR_TrainingSet.PubTator.txt",
+        "normalization/NCBI-disease/NCBItrainset_corpus.txt",
+    ),
+    "dev": (
+        "normalization/BC5CDR/CDR_DevelopmentSet.PubTator.txt",
+        "normalization/NCBI-disease/NCBIdevelopset_corpus.txt",
+    ),
+}
 # A user entry outranks any count a corpus can give a competing ID for the same string.
 USER_ENTRY_COUNT = 1 << 40
 _FORMS = {"exact": str.strip, "case": case_form, "punct": punct_form}
@@ -126,20 +131,21 @@ def read_dictionary_tsv(uri: str, label_types: Mapping[str, str]) -> list[Entry]
     return entries
 
 
-def builtin_entries(data_root: str | Path | None, label_types: Mapping[str, str]) -> list[Entry]:
+def builtin_entries(
+    data_root: str | Path | None,
+    label_types: Mapping[str, str],
+    splits: Sequence[str] = tuple(BUILTIN_SOURCES),
+) -> list[Entry]:
     root = resolve_data_root(data_root)
-    missing = [source for source in BUILTIN_SOURCES if not (root / source).is_file()]
+    sources = [source for split in splits for source in BUILTIN_SOURCES[split]]
+    missing = [source for source in sources if not (root / source).is_file()]
     if missing:
         raise OpenMedError(
             f"the built-in linking dictionary needs {missing[0]} under the data root {root}; "
             "set OPENMED_RAY_DATA_ROOT (or --data-root), or link with your own --dictionary "
             "files only (builtin_dictionary: false)"
         )
-    return [
-        entry
-        for source in BUILTIN_SOURCES
-        for entry in pubtator_entries(root / source, label_types)
-    ]
+    return [entry for source in sources for entry in pubtator_entries(root / source, label_types)]
 
 
 def _char_ngrams(form: str, n: int) -> list[str]:
@@ -307,7 +313,11 @@ def _content_hash(totals: Mapping[tuple[str, str, str], int]) -> str:
 def build_linker(config: LinkerConfig) -> Linker:
     """The linker a config describes: built-in and user dictionaries, threshold, tiers."""
     label_map = config.label_map
-    entries = builtin_entries(config.data_root, label_map) if config.builtin else []
+    entries = (
+        builtin_entries(config.data_root, label_map, config.builtin_splits)
+        if config.builtin
+        else []
+    )
     for uri in config.dictionaries:
         entries += read_dictionary_tsv(uri, label_map)
     if not entries:

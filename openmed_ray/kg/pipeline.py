@@ -135,7 +135,8 @@ def check_relations(config: KGConfig) -> RelationSpec | None:
 
 
 def relation_threshold(config: KGConfig, spec: RelationSpec | None) -> float | None:
-    """The export threshold: the configured one, else the bundle's dev-chosen one."""
+    """The export threshold: the configured one, else the bundle's dev-chosen one (calibrated
+    through the pipeline where the card has that, else on gold mentions)."""
     if spec is None:
         return None
     return config.min_relation_score if config.min_relation_score is not None else spec.threshold
@@ -607,6 +608,7 @@ def _relation_summary(
         "version": spec.version,
         "relation_types": list(spec.task.relations),
         "min_score": min_score,
+        "bundle_threshold": {"value": spec.threshold, "chosen_on": spec.threshold_source},
         "scored_pairs": relations.num_rows,
         "documents_with_pairs": len(pc.unique(relations.column("doc_id"))),
         "pairs_at_or_above_min_score": passing.num_rows,

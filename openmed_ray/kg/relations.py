@@ -56,6 +56,10 @@ EDGE_RELATION_SCHEMA = pa.schema(
 )
 
 
+GOLD_MENTION_THRESHOLD = "dev, gold mentions"
+PIPELINE_THRESHOLD = "dev, predicted and linked mentions"
+
+
 class RelationBundleError(OpenMedError):
     """A relation bundle that cannot score this graph's entities."""
 
@@ -68,7 +72,8 @@ class RelationSpec:
     name: str
     version: str
     task: RelationTask
-    threshold: float
+    threshold: float  # the default export threshold (see `threshold_source`)
+    threshold_source: str = GOLD_MENTION_THRESHOLD
 
     @property
     def types(self) -> tuple[str, str]:
@@ -84,12 +89,17 @@ def relation_spec(name_or_path: str) -> RelationSpec:
             f"relations: {name_or_path} ({path}) is not a relation bundle (its card has no "
             "task 'relation'); NER adapters go to `annotate --adapters`"
         )
+    # A threshold calibrated on dev through the whole pipeline (predicted, linked mentions)
+    # fits a graph better than the one chosen with gold mentions, where every gold pair is a
+    # candidate; a card has it once `benchmarks/kg_relations.py --calibrate` measured it.
+    pipeline = card.get("pipeline_threshold")
     return RelationSpec(
         str(path),
         card.get("name") or path.name,
         bundle_version(path),
         RelationTask.from_dict(card["relation_task"]),
-        float(card.get("threshold", 0.5)),
+        float(pipeline["threshold"] if pipeline else card.get("threshold", 0.5)),
+        PIPELINE_THRESHOLD if pipeline else GOLD_MENTION_THRESHOLD,
     )
 
 

@@ -377,7 +377,17 @@ def render_relation_card_markdown(card: dict[str, Any]) -> str:
         f"{task.get('tail_type')}; labels: {', '.join(card.get('labels', []))}",
         f"- backbone: `{card.get('backbone')}`; method: {card.get('method_label')}; "
         f"version: `{card.get('version')}`",
-        f"- score threshold (chosen on dev): {card.get('threshold')}",
+        f"- score threshold (chosen on dev, gold mentions): {card.get('threshold')}",
+    ]
+    pipeline = card.get("pipeline_threshold")
+    if pipeline:  # the default of `kg --relations`
+        dev_f1 = pipeline.get("dev", {}).get("f1")
+        lines.append(
+            f"- pipeline threshold (chosen on dev, predicted and linked mentions; the graph's "
+            f"default): {pipeline['threshold']}"
+            + (f", dev F1 {dev_f1:.4f}" if dev_f1 is not None else "")
+        )
+    lines += [
         f"- epochs: {card.get('epochs_trained')} (best dev epoch {card.get('best_epoch')}); "
         f"training seconds: {card.get('train_seconds')}",
         "",

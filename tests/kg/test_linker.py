@@ -3,7 +3,7 @@
 import pytest
 
 from openmed_ray.config import DEFAULT_LABEL_TYPES, LinkerConfig, resolve_data_root
-from openmed_ray.errors import DataFormatError, OpenMedError
+from openmed_ray.errors import ConfigError, DataFormatError, OpenMedError
 from openmed_ray.kg.linker import (
     BUILTIN_SOURCES,
     USER_ENTRY_COUNT,
@@ -139,23 +139,35 @@ def test_a_bad_dictionary_line_names_file_and_line(tmp_path, line):
 
 
 def test_builtin_dictionary_uses_train_and_dev_files_only():
-    assert all("test" not in source.lower() for source in BUILTIN_SOURCES)
-    assert {s.rsplit("/", 1)[1] for s in BUILTIN_SOURCES} == {
-        "CDR_TrainingSet.PubTator.txt",
-        "CDR_DevelopmentSet.PubTator.txt",
-        "NCBItrainset_corpus.txt",
-        "NCBIdevelopset_corpus.txt",
+    names = {
+        split: {s.rsplit("/", 1)[1] for s in sources} for split, sources in BUILTIN_SOURCES.items()
     }
+    assert names == {
+        "train": {"CDR_TrainingSet.PubTator.txt", "NCBItrainset_corpus.txt"},
+        "dev": {"CDR_DevelopmentSet.PubTator.txt", "NCBIdevelopset_corpus.txt"},
+    }
+    with pytest.raises(ConfigError, match="linker.builtin_splits: .*unknown \\['test'\\]"):
+        LinkerConfig(builtin_splits=("train", "test"))
 
 
 def test_builtin_dictionary_from_the_data_root():
-    if not (resolve_data_root() / BUILTIN_SOURCES[0]).is_file():
+    if not (resolve_data_root() / BUILTIN_SOURCES["train"][0]).is_file():
         pytest.skip("shared data not available")
     linker = build_linker(LinkerConfig())
     assert linker.link("Naloxone", "Chemical") == Link("MESH:D009270", "exact", 1.0)
     # an NCBI-disease label maps to Disease, OMIM IDs keep their prefix
     assert linker.link("adenomatous polyposis coli", "Disease").id == "MESH:D011125"
     assert any(concept.startswith("OMIM:") for concept in linker.maps["exact"].values())
+
+
+def test_a_train_only_dictionary_links_dev_strings_as_unseen():
+    if not (resolve_data_root() / BUILTIN_SOURCES["train"][0]).is_file():
+        pytest.skip("shared data not available")
+    # "Ketanserin" is named in BC5CDR dev but in no training document.
+    assert build_linker(LinkerConfig()).link("Ketanserin", "Chemical").id == "MESH:D007650"
+    train_only = build_linker(LinkerConfig(builtin_splits=("train",)))
+    assert train_only.link("Ketanserin", "Chemical").id != "MESH:D007650"
+    assert train_only.link("Naloxone", "Chemical") == Link("MESH:D009270", "exact", 1.0)
 
 
 def test_missing_data_root_says_what_to_do(tmp_path):

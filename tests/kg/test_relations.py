@@ -9,8 +9,14 @@ import pytest
 
 from openmed_ray.errors import ConfigError, OpenMedError
 from openmed_ray.kg.pipeline import build_graph
-from openmed_ray.kg.relations import RelationBundleError
+from openmed_ray.kg.relations import (
+    GOLD_MENTION_THRESHOLD,
+    PIPELINE_THRESHOLD,
+    RelationBundleError,
+    relation_spec,
+)
 from openmed_ray.kg.store import GraphSettingsError, GraphStore, load_graph
+from openmed_ray.models.bundle import read_card, update_card
 from tests.kg.conftest import MENTIONS, TEXTS, make_config, make_inputs, write_partition
 
 pytestmark = pytest.mark.slow
@@ -110,6 +116,24 @@ def test_the_export_threshold_filters_scored_pairs_only(related, tiny_relation_b
     assert edges.num_rows < all_edges.num_rows
     # The state keeps every scored pair whatever the export threshold.
     assert state_relations(copy).equals(state_relations(graph))
+
+
+def test_the_default_threshold_is_calibrated_through_the_pipeline_where_the_card_has_one(
+    related, tiny_relation_bundle, tmp_path
+):
+    _, inputs, _, _ = related
+    spec = relation_spec(str(tiny_relation_bundle))
+    assert spec.threshold == read_card(tiny_relation_bundle)["threshold"]
+    assert spec.threshold_source == GOLD_MENTION_THRESHOLD
+    calibrated_bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_relation_bundle, calibrated_bundle)
+    update_card(calibrated_bundle, pipeline_threshold={"threshold": 0.123})
+    calibrated = relation_spec(str(calibrated_bundle))
+    assert (calibrated.threshold, calibrated.threshold_source) == (0.123, PIPELINE_THRESHOLD)
+    assert calibrated.version == spec.version  # a card field, not the weights
+    summary = build_graph(relation_config(inputs, tmp_path / "graph", calibrated_bundle))
+    assert summary["relations"]["min_score"] == 0.123
+    assert summary["relations"]["bundle_threshold"]["chosen_on"] == PIPELINE_THRESHOLD
 
 
 def test_incremental_merges_and_replacements_equal_a_fresh_build(
