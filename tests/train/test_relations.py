@@ -94,8 +94,10 @@ def test_a_float16_bundle_stores_half_weights_and_reloads_to_its_card_scores(
     assert {p.dtype for p in bundle.model.parameters()} == {torch.float32}
     scored, gold = evaluate_relation_split(bundle.model, bundle.tokenizer, config, "test")
     again = relation_prf([t for t, s in scored if s >= bundle.threshold], gold)
-    # The card was scored in float32 before saving; rounding to float16 moves no decision here.
-    assert round(again.f1, 4) == result.card["metrics"]["test"]["f1"]
+    # The card was scored in float32 before saving. Rounding to float16 can move a pair that
+    # scores right at the threshold (one of 25 gold pairs flipped in a CI run), not more.
+    assert abs(again.f1 - result.card["metrics"]["test"]["f1"]) <= 0.05
+    assert result.card["metrics"]["test"]["f1"] > 0.5
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
