@@ -82,6 +82,16 @@ def gold_mentions(documents: list[PubTatorDocument]) -> list[list[dict]]:
     ]
 
 
+def write_texts(documents: list[PubTatorDocument], path: Path) -> Path:
+    """The documents' texts as a Parquet corpus (doc_id, text), the graph's `documents`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table({"doc_id": [d.pmid for d in documents], "text": [d.text for d in documents]}),
+        path,
+    )
+    return path
+
+
 def write_annotate_output(root: Path, documents: list[PubTatorDocument], mentions) -> Path:
     """An annotate output (one partition) with these mentions per document."""
     entities = [
@@ -247,12 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, work: Path) -> dict:
     started = time.perf_counter()
     documents = load_test_documents(args.docs)
-    texts = work / "texts" / "docs.parquet"
-    texts.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table({"doc_id": [d.pmid for d in documents], "text": [d.text for d in documents]}),
-        texts,
-    )
+    texts = write_texts(documents, work / "texts" / "docs.parquet")
     annotate_started = time.perf_counter()
     predicted = annotate(documents, args.threads)
     annotate_seconds = time.perf_counter() - annotate_started

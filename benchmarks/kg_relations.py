@@ -36,7 +36,6 @@ sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from benchmarks.common import RESULTS, write_results  # noqa: E402
@@ -50,6 +49,7 @@ from benchmarks.kg_quality import (  # noqa: E402
     load_test_documents,
     prf,
     write_annotate_output,
+    write_texts,
 )
 from openmed_ray.config import KGConfig, LinkerConfig, resolve_data_root  # noqa: E402
 from openmed_ray.eval.relations import (  # noqa: E402
@@ -96,15 +96,6 @@ def build(
         linker=linker or LinkerConfig(),
     )
     return build_graph(config)
-
-
-def write_texts(documents, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table({"doc_id": [d.pmid for d in documents], "text": [d.text for d in documents]}),
-        path,
-    )
-    return path
 
 
 def calibrate(bundle_path: Path, threads: int, work: Path) -> dict:
