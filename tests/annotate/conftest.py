@@ -14,18 +14,18 @@ from tests.conftest import synthetic_sentence
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_texts(n: int, seed: int = 0) -> list[str]:
+def make_texts(n: int, seed: int = 0, sentences: int = 2) -> list[str]:
     rng = random.Random(seed)
     return [
-        " ".join(synthetic_sentence(rng)[0]) + ". " + " ".join(synthetic_sentence(rng)[0]) + "."
+        " ".join(" ".join(synthetic_sentence(rng)[0]) + "." for _ in range(sentences))
         for _ in range(n)
     ]
 
 
-def write_corpus(directory, n: int = 240, files: int = 2, seed: int = 0):
-    """n documents with ids d0..d{n-1}, split over several Parquet files."""
+def write_corpus(directory, n: int = 240, files: int = 2, seed: int = 0, sentences: int = 2):
+    """n documents of `sentences` sentences with ids d0..d{n-1}, over several Parquet files."""
     directory.mkdir(parents=True, exist_ok=True)
-    texts = make_texts(n, seed)
+    texts = make_texts(n, seed, sentences)
     per_file = -(-n // files)
     for k in range(files):
         part = slice(k * per_file, (k + 1) * per_file)

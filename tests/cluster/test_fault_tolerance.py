@@ -30,7 +30,11 @@ from tests.annotate.conftest import write_corpus
 from tests.conftest import make_tiny_dataset, start_local_ray
 
 pytestmark = pytest.mark.slow
-DOCS = 2000
+DOCS = 6000
+# Long documents (about 200 wordpieces, 2 windows of the tiny model): with 2-sentence ones the
+# map stage lasted about 10 s on any machine, and on a fast one it ended before the first part
+# was written, so there was no mid-run moment to kill a node.
+SENTENCES_PER_DOC = 24
 MAX_EPOCHS = 3
 TIMEOUT = 600  # per driver run; a contended 2-core machine can be several times slower
 
@@ -53,9 +57,9 @@ def cluster():
 def test_annotation_losing_a_worker_node_ends_with_every_document_once(
     cluster, tiny_bundle, tmp_path
 ):
-    corpus = write_corpus(tmp_path / "corpus", n=DOCS, files=4)
-    # 10 part pairs: the kill after the first lands with work on both sides of it.
-    layout = ["--docs-per-batch", "100", "--rows-per-file", "200", "--threads-per-actor", "1"]
+    corpus = write_corpus(tmp_path / "corpus", n=DOCS, files=4, sentences=SENTENCES_PER_DOC)
+    # 30 part pairs: the kill after the first lands with work on both sides of it.
+    layout = ["--docs-per-batch", "50", "--rows-per-file", "200", "--threads-per-actor", "1"]
     clean, out = tmp_path / "clean", tmp_path / "out"
     annotate_clean(
         annotate_args(corpus, clean, str(tiny_bundle), *layout), tmp_path / "clean.log", TIMEOUT
