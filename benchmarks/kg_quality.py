@@ -35,12 +35,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from benchmarks.common import RESULTS, write_results  # noqa: E402
 from openmed_ray.config import KGConfig, LinkerConfig, resolve_data_root  # noqa: E402
 from openmed_ray.io.annotations import DOCUMENT_SCHEMA, ENTITY_SCHEMA, write_part  # noqa: E402
-from openmed_ray.io.pubtator import PubTatorDocument, read_pubtator  # noqa: E402
+from openmed_ray.io.pubtator import PubTatorDocument, read_pubtator, write_texts  # noqa: E402
 from openmed_ray.kg.abbreviations import abbreviation_map, find_abbreviations  # noqa: E402
 from openmed_ray.kg.linker import Linker, build_linker, entity_type  # noqa: E402
 from openmed_ray.kg.normalize import canonical_id  # noqa: E402
@@ -80,16 +79,6 @@ def gold_mentions(documents: list[PubTatorDocument]) -> list[list[dict]]:
         ]
         for d in documents
     ]
-
-
-def write_texts(documents: list[PubTatorDocument], path: Path) -> Path:
-    """The documents' texts as a Parquet corpus (doc_id, text), the graph's `documents`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table({"doc_id": [d.pmid for d in documents], "text": [d.text for d in documents]}),
-        path,
-    )
-    return path
 
 
 def write_annotate_output(root: Path, documents: list[PubTatorDocument], mentions) -> Path:

@@ -10,9 +10,10 @@ On the first N test abstracts, in one run:
 2. The classifier on gold mentions with their gold MeSH IDs (the relation task alone).
 3. The classifier inside `openmed-ray kg --relations` on gold spans linked by our linker, and
    end to end on predicted and linked mentions (the real pipeline).
-With --calibrate, first the pipeline threshold: the end-to-end run on the 500 dev abstracts
-with a linking dictionary from train alone, the threshold with the best dev F1 written into
-the bundle's card (`pipeline_threshold`), which `kg --relations` then exports at by default.
+With --calibrate, first the pipeline threshold (`openmed-ray calibrate-relations`, the
+library's verb): the end-to-end run on the 500 dev abstracts with a linking dictionary from
+train alone, the threshold with the best dev F1 written into the bundle's card
+(`pipeline_threshold`), which `kg --relations` then exports at by default.
 Document-level (doc, chemical, disease) triples are scored against the gold CID relations
 at the bundle's dev-chosen thresholds (gold mentions: the card's `threshold`; linked
 mentions: the graph's default, `pipeline_threshold` where the card has one); the
@@ -49,19 +50,22 @@ from benchmarks.kg_quality import (  # noqa: E402
     load_test_documents,
     prf,
     write_annotate_output,
-    write_texts,
 )
-from openmed_ray.config import KGConfig, LinkerConfig, resolve_data_root  # noqa: E402
+from openmed_ray.config import (  # noqa: E402
+    KGConfig,
+    RelationCalibrationConfig,
+    resolve_data_root,
+)
 from openmed_ray.eval.relations import (  # noqa: E402
-    best_threshold,
     precision_recall_curve,
     relation_prf,
 )
-from openmed_ray.io.pubtator import read_pubtator  # noqa: E402
+from openmed_ray.io.pubtator import write_texts  # noqa: E402
+from openmed_ray.kg.calibrate import calibrate_relations  # noqa: E402
 from openmed_ray.kg.pipeline import build_graph  # noqa: E402
 from openmed_ray.kg.relations import relation_spec  # noqa: E402
 from openmed_ray.kg.store import GraphStore  # noqa: E402
-from openmed_ray.models.bundle import read_card, update_card  # noqa: E402
+from openmed_ray.models.bundle import read_card  # noqa: E402
 from openmed_ray.models.catalog import resolve_adapter  # noqa: E402
 from openmed_ray.relations.examples import CID_TASK, from_pubtator  # noqa: E402
 from openmed_ray.text.tokenize import sentence_spans  # noqa: E402
@@ -80,7 +84,6 @@ def build(
     n_docs: int,
     bundle: str | None,
     threads: int = 2,
-    linker: LinkerConfig | None = None,
 ) -> dict:
     config = KGConfig(
         entities=str(entities),
@@ -93,36 +96,23 @@ def build(
         relations=bundle or "",
         relation_threads=threads if bundle else None,
         min_relation_score=0.0 if bundle else None,  # export every score: the curve needs them
-        linker=linker or LinkerConfig(),
     )
     return build_graph(config)
 
 
 def calibrate(bundle_path: Path, threads: int, work: Path) -> dict:
-    """The pipeline threshold, chosen on the dev abstracts end to end: the shipped chemical
-    and disease adapters find the mentions, a dictionary from train alone links them (so dev
-    mentions link as unseen text does, not through their own strings), the bundle scores every
-    candidate pair, and the threshold with the best document-level F1 is kept."""
-    from openmed_ray.models.adapters import identify_adapter
-    from openmed_ray.runtime import ensure_ray
-
-    documents = read_pubtator(resolve_data_root() / DEV_FILE)
-    texts = write_texts(documents, work / "dev-texts" / "docs.parquet")
-    predicted = write_annotate_output(
-        work / "dev-predicted", documents, annotate(documents, threads)
+    """The pipeline threshold, chosen on the dev abstracts end to end by the library's
+    `calibrate-relations` (the shipped chemical and disease adapters in fp32, a linking
+    dictionary from train alone); it writes the threshold into the bundle's card."""
+    config = RelationCalibrationConfig(
+        bundle=str(bundle_path),
+        gold=str(resolve_data_root() / DEV_FILE),
+        work=str(work / "calibration"),
+        adapters=NER_ADAPTERS,
+        precision="fp32",
+        relation_threads=threads,
     )
-    ensure_ray(include_dashboard=False)
-    linker = LinkerConfig(builtin_splits=("train",))
-    graph = work / "dev-graph"
-    build(predicted, texts, graph, len(documents), str(bundle_path), threads, linker)
-    best = best_threshold(graph_scores(graph), {(*t, "CID") for t in gold_triples(documents)})
-    return {
-        "threshold": round(best.threshold, 6),
-        "chosen_on": f"{DEV_FILE} ({len(documents)} abstracts), predicted and linked mentions",
-        "linker_dictionary_splits": list(linker.builtin_splits),
-        "ner_adapters": {name: identify_adapter(name).version for name in NER_ADAPTERS},
-        "dev": best.to_dict(),
-    }
+    return calibrate_relations(config)
 
 
 def graph_scores(graph: Path) -> list[tuple[tuple[str, str, str, str], float]]:
@@ -246,7 +236,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     started = time.perf_counter()
     bundle_path = resolve_adapter(args.bundle)
     if args.calibrate:
-        update_card(bundle_path, pipeline_threshold=calibrate(bundle_path, args.threads, work))
+        calibrate(bundle_path, args.threads, work)
     card = read_card(bundle_path)
     threshold = float(card["threshold"])  # chosen on dev with gold mentions
     spec = relation_spec(str(bundle_path))  # what `kg --relations` exports by default

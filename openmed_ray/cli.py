@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from openmed_ray.errors import OpenMedError
 from openmed_ray.runtime import ensure_ray
@@ -518,6 +519,23 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="exports keep scored pairs at least this likely (default: the bundle's threshold)",
     )
+    _add_linker_flags(parser)
+    parser.add_argument("--examples", type=int, help="example doc_ids kept per edge")
+    parser.add_argument(
+        "--replace", action="append", help="merged partition to substitute (repeatable)"
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", default=None, help="re-derive every merged partition"
+    )
+    parser.add_argument("--actors", type=int)
+    parser.add_argument("--cpus-per-actor", type=float)
+    parser.add_argument("--docs-per-batch", type=int)
+    parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _add_address(parser)
+    parser.set_defaults(handler=_run_kg)
+
+
+def _add_linker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dictionary", action="append", help="extra TSV: string<TAB>id<TAB>type (repeatable)"
     )
@@ -529,20 +547,17 @@ def _add_kg(sub: argparse._SubParsersAction) -> None:
         help="link with --dictionary files only",
     )
     parser.add_argument("--threshold", type=float, help="TF-IDF similarity to link (0.7)")
-    parser.add_argument("--examples", type=int, help="example doc_ids kept per edge")
-    parser.add_argument(
-        "--replace", action="append", help="merged partition to substitute (repeatable)"
-    )
-    parser.add_argument(
-        "--rebuild", action="store_true", default=None, help="re-derive every merged partition"
-    )
-    parser.add_argument("--actors", type=int)
-    parser.add_argument("--cpus-per-actor", type=float)
-    parser.add_argument("--docs-per-batch", type=int)
     parser.add_argument("--data-root", help="holds normalization/ (the built-in dictionary)")
-    parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    _add_address(parser)
-    parser.set_defaults(handler=_run_kg)
+
+
+def _linker_overrides(args: argparse.Namespace, **more: Any) -> dict[str, Any]:
+    return {
+        "dictionaries": args.dictionary,
+        "threshold": args.threshold,
+        "builtin": args.builtin,
+        "data_root": args.data_root,
+        **more,
+    }
 
 
 def _run_kg(args: argparse.Namespace) -> int:
@@ -554,18 +569,75 @@ def _run_kg(args: argparse.Namespace) -> int:
         overrides["levels"] = list(KG_LEVELS) if args.level == "both" else [args.level]
     if args.type_pairs:
         overrides["type_pairs"] = [p.strip() for p in args.type_pairs.split(",") if p.strip()]
-    linker = {
-        "dictionaries": args.dictionary,
-        "threshold": args.threshold,
-        "builtin": args.builtin,
-        "data_root": args.data_root,
-    }
+    linker = _linker_overrides(args)
     config = load_with_overrides(KGConfig, args.config, overrides, nested={"linker": linker})
     summary = build_graph(config, address=args.address)
     if args.json:
         _print_json(args, summary)
     else:
         print(format_summary(summary))
+    return 0
+
+
+def _add_calibrate_relations(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "calibrate-relations",
+        help="choose a relation bundle's graph threshold on dev documents, end to end",
+    )
+    parser.add_argument(
+        "--config", help="YAML with RelationCalibrationConfig fields; flags override it"
+    )
+    parser.add_argument("--bundle", help="relation bundle (name or path); its card is updated")
+    parser.add_argument("--gold", help="PubTator file: dev documents with gold relations")
+    parser.add_argument("--work", help="new directory for the texts, annotations and graph")
+    parser.add_argument(
+        "--adapters", help="NER adapters finding the mentions (default chemical,disease)"
+    )
+    parser.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "int8"], help="NER precision (auto)"
+    )
+    parser.add_argument("--actors", type=int, dest="max_actors", help="annotation actors")
+    parser.add_argument("--threads-per-actor", type=int)
+    parser.add_argument("--relation-threads", type=int)
+    parser.add_argument(
+        "--linker-splits",
+        help="splits of the built-in dictionary (default train: dev text links as unseen)",
+    )
+    _add_linker_flags(parser)
+    parser.add_argument(
+        "--no-write-card",
+        dest="write_card",
+        action="store_false",
+        default=None,
+        help="report the threshold without changing the bundle's card",
+    )
+    parser.add_argument("--json", action="store_true", help="print the record as JSON")
+    _add_address(parser)
+    parser.set_defaults(handler=_run_calibrate_relations)
+
+
+def _run_calibrate_relations(args: argparse.Namespace) -> int:
+    from openmed_ray.config import RelationCalibrationConfig, load_with_overrides
+    from openmed_ray.kg.calibrate import calibrate_relations
+
+    overrides = dict(vars(args))
+    if args.adapters:
+        overrides["adapters"] = [a.strip() for a in args.adapters.split(",") if a.strip()]
+    splits = args.linker_splits and [s.strip() for s in args.linker_splits.split(",")]
+    linker = _linker_overrides(args, builtin_splits=splits or None)
+    config = load_with_overrides(
+        RelationCalibrationConfig, args.config, overrides, nested={"linker": linker}
+    )
+    record = calibrate_relations(config, address=args.address)
+    if args.json:
+        _print_json(args, record)
+        return 0
+    dev = record["dev"]
+    print(
+        f"threshold {record['threshold']}: dev F1 {dev['f1']:.4f} (P {dev['precision']:.4f}, "
+        f"R {dev['recall']:.4f}) over {record['scored_pairs']} scored pairs of linked entities"
+        + (f"; written to {config.bundle}'s card" if config.write_card else "")
+    )
     return 0
 
 
@@ -718,6 +790,7 @@ VERBS = (
     _add_tune,
     _add_select,
     _add_kg,
+    _add_calibrate_relations,
     _add_corpus,
     _add_dapt,
 )

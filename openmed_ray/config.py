@@ -810,3 +810,36 @@ class KGConfig(Config):
         if not self.type_pairs:
             return None
         return frozenset(tuple(sorted(pair.split("-"))) for pair in self.type_pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class RelationCalibrationConfig(Config):
+    """The graph threshold of a relation bundle, chosen on gold-annotated dev documents
+    through the whole pipeline: annotate, link, score every candidate pair, keep the best F1."""
+
+    bundle: str = ""  # relation bundle (name or path); its card receives the threshold
+    gold: str = ""  # PubTator file: the dev documents with their gold relations
+    work: str = ""  # a new or empty directory for the texts, annotations and graph
+    adapters: tuple[str, ...] = ("chemical", "disease")  # the NER adapters finding mentions
+    precision: str = "auto"  # the NER adapters' precision, as in `annotate`
+    max_actors: int | None = None  # annotation actors; None: one per spare CPU
+    threads_per_actor: int | None = None
+    relation_threads: int | None = None  # torch threads of the relation actor
+    # Dev text must link as unseen text does: the built-in dictionary from train alone.
+    linker: LinkerConfig = dataclasses.field(
+        default_factory=lambda: LinkerConfig(builtin_splits=("train",))
+    )
+    write_card: bool = True  # False: report the threshold without changing the bundle
+
+    def validate(self) -> None:
+        for name in ("bundle", "gold", "work"):
+            require(bool(getattr(self, name)), name, "is required")
+        require(bool(self.adapters), "adapters", "needs the NER adapters that find the mentions")
+        require(all(a and a.strip() == a for a in self.adapters), "adapters", "empty adapter name")
+        require(
+            self.precision in ("auto", *PRECISIONS), "precision", f"auto or one of {PRECISIONS}"
+        )
+        require(self.max_actors is None or self.max_actors >= 1, "max_actors", "must be >= 1")
+        for name in ("threads_per_actor", "relation_threads"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, "must be >= 1")

@@ -16,6 +16,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from openmed_ray.errors import DataFormatError
 
 log = logging.getLogger(__name__)
@@ -128,3 +131,13 @@ def read_pubtator(path: str | Path, *, strict: bool = False) -> list[PubTatorDoc
                 document.problems.append(problem)
             document.mentions.append(mention)
     return documents
+
+
+def write_texts(documents: list[PubTatorDocument], path: str | Path) -> Path:
+    """The documents' texts (title + " " + abstract, the offsets' frame) as a Parquet corpus
+    with columns doc_id (the PMID) and text, the input of `annotate` and the graph's texts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"doc_id": [d.pmid for d in documents], "text": [d.text for d in documents]})
+    pq.write_table(table, path)
+    return path

@@ -32,3 +32,8 @@ def canonical_id(raw: str) -> str:
 def local_id(entity_type: str, text: str) -> str:
     """The stable ID of a mention that links to no concept: `type:normalized text`."""
     return f"{entity_type}:{punct_form(text) or case_form(text)}"
+
+
+def is_local_id(node_id: str, entity_type: str) -> bool:
+    """Whether `node_id` is a `local_id` of this type (its mention linked to no concept)."""
+    return node_id.startswith(f"{entity_type}:")

@@ -91,7 +91,7 @@ def relation_spec(name_or_path: str) -> RelationSpec:
         )
     # A threshold calibrated on dev through the whole pipeline (predicted, linked mentions)
     # fits a graph better than the one chosen with gold mentions, where every gold pair is a
-    # candidate; a card has it once `benchmarks/kg_relations.py --calibrate` measured it.
+    # candidate; a card has it once `openmed-ray calibrate-relations` measured it.
     pipeline = card.get("pipeline_threshold")
     return RelationSpec(
         str(path),
