@@ -812,6 +812,15 @@ class KGConfig(Config):
         return frozenset(tuple(sorted(pair.split("-"))) for pair in self.type_pairs)
 
 
+CALIBRATION_LINK_SPLITS = ("train",)
+
+
+def _calibration_linker(linker: Any) -> Any:
+    if isinstance(linker, dict) and "builtin_splits" not in linker:
+        return {**linker, "builtin_splits": CALIBRATION_LINK_SPLITS}
+    return linker
+
+
 @dataclasses.dataclass(frozen=True)
 class RelationCalibrationConfig(Config):
     """The graph threshold of a relation bundle, chosen on gold-annotated dev documents
@@ -827,9 +836,24 @@ class RelationCalibrationConfig(Config):
     relation_threads: int | None = None  # torch threads of the relation actor
     # Dev text must link as unseen text does: the built-in dictionary from train alone.
     linker: LinkerConfig = dataclasses.field(
-        default_factory=lambda: LinkerConfig(builtin_splits=("train",))
+        default_factory=lambda: LinkerConfig(builtin_splits=CALIBRATION_LINK_SPLITS)
     )
     write_card: bool = True  # False: report the threshold without changing the bundle
+
+    # Linker settings given as a mapping (YAML, flags, code) keep the train-only default
+    # unless they name their own splits.
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "linker", _calibration_linker(self.linker))
+        super().__post_init__()
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any] | None, *, where: str = ""
+    ) -> RelationCalibrationConfig:
+        data = dict(data or {})
+        if "linker" in data:
+            data["linker"] = _calibration_linker(data["linker"])
+        return super().from_dict(data, where=where)
 
     def validate(self) -> None:
         for name in ("bundle", "gold", "work"):

@@ -142,6 +142,14 @@ def test_inputs_that_cannot_calibrate_are_refused_before_any_document_is_annotat
     with pytest.raises(CalibrationError, match="is not empty"):
         calibrate_relations(calibration(bundle, gold, dictionary, work, tiny_bundle))
 
+    # Linker settings keep the dictionary from train alone unless they name their splits.
+    assert calibration(bundle, gold, dictionary, work, tiny_bundle).linker.builtin_splits == (
+        "train",
+    )
+    both = calibration(
+        bundle, gold, dictionary, work, tiny_bundle, linker={"builtin_splits": ["train", "dev"]}
+    )
+    assert both.linker.builtin_splits == ("train", "dev")
     with pytest.raises(ConfigError, match="gold"):
         calibration(bundle, "", dictionary, work, tiny_bundle)
     with pytest.raises(ConfigError, match="linker.builtin_splits"):
