@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from openmed_ray.annotate.pipeline import annotate_corpus
-from openmed_ray.config import AnnotateConfig, KGConfig, RelationCalibrationConfig
+from openmed_ray.config import (
+    AnnotateConfig,
+    KGConfig,
+    RelationCalibrationConfig,
+    resolve_data_root,
+)
 from openmed_ray.errors import OpenMedError
 from openmed_ray.eval.relations import Triple, best_threshold
 from openmed_ray.io.pubtator import read_pubtator, write_texts
@@ -95,7 +100,8 @@ def calibrate_relations(
         )
     record = {
         "threshold": round(best.threshold, 6),
-        "chosen_on": f"{config.gold} ({len(documents)} documents), predicted and linked mentions",
+        "chosen_on": f"{_data_path(config.gold, config.linker.data_root)} ({len(documents)} "
+        "documents), predicted and linked mentions",
         "linker_dictionary_splits": list(config.linker.builtin_splits)
         if config.linker.builtin
         else [],
@@ -113,6 +119,14 @@ def calibrate_relations(
         update_card(spec.path, pipeline_threshold=record)
         log.info("calibration: %s's pipeline_threshold is now %s", spec.name, record["threshold"])
     return record
+
+
+def _data_path(path: str, data_root: str | None) -> str:
+    """`path` relative to the data root when it lies inside it (a card names no machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(resolve_data_root(data_root)))
+    except (ValueError, OSError):
+        return path
 
 
 def _empty_work_directory(path: str) -> Path:
