@@ -100,6 +100,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comma_list(text: str) -> list[str]:
+    """`a, b,c` -> ["a", "b", "c"] (blank items dropped)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
@@ -387,7 +392,7 @@ def _run_annotate(args: argparse.Namespace) -> int:
 
     overrides = dict(vars(args))
     if args.adapters:
-        overrides["adapters"] = [a.strip() for a in args.adapters.split(",") if a.strip()]
+        overrides["adapters"] = _comma_list(args.adapters)
     if args.actors:
         overrides["min_actors"], overrides["max_actors"] = parse_actor_range(args.actors)
     config = load_with_overrides(AnnotateConfig, args.config, overrides)
@@ -568,7 +573,7 @@ def _run_kg(args: argparse.Namespace) -> int:
     if args.level:
         overrides["levels"] = list(KG_LEVELS) if args.level == "both" else [args.level]
     if args.type_pairs:
-        overrides["type_pairs"] = [p.strip() for p in args.type_pairs.split(",") if p.strip()]
+        overrides["type_pairs"] = _comma_list(args.type_pairs)
     linker = _linker_overrides(args)
     config = load_with_overrides(KGConfig, args.config, overrides, nested={"linker": linker})
     summary = build_graph(config, address=args.address)
@@ -622,7 +627,7 @@ def _run_calibrate_relations(args: argparse.Namespace) -> int:
 
     overrides = dict(vars(args))
     if args.adapters:
-        overrides["adapters"] = [a.strip() for a in args.adapters.split(",") if a.strip()]
+        overrides["adapters"] = _comma_list(args.adapters)
     splits = args.linker_splits and [s.strip() for s in args.linker_splits.split(",")]
     linker = _linker_overrides(args, builtin_splits=splits or None)
     config = load_with_overrides(
