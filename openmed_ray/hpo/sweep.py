@@ -26,6 +26,7 @@ from openmed_ray.io.claim import Claim, acquire_claim
 from openmed_ray.io.filesystem import is_remote, join, resolve, write_bytes_atomic
 from openmed_ray.models.bundle import update_card
 from openmed_ray.runtime import ensure_ray, require_resources
+from openmed_ray.train.common import worker_config
 from openmed_ray.train.finetune import finetune, preflight
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def make_tuner(config: SweepConfig, base: FinetuneConfig, ledger: Ledger):
 
     filesystem, storage_path = _storage(config)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base.to_dict()),
+        tune.with_parameters(run_trial, base=worker_config(base)),
         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
     )
     experiment = join(storage_path, EXPERIMENT)

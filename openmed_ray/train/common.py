@@ -293,6 +293,25 @@ def check_worker_resources(workers: int, cpus_per_worker: float, gpus_per_worker
     )
 
 
+def worker_config(config: Any) -> dict[str, Any]:
+    """The config as Ray workers get it. A worker's working directory is not the driver's, so a
+    path given relative to the driver's (data root, backbone or warm-start bundle directory) is
+    made absolute; names (built-in and hub backbones, catalog adapters) stay names."""
+    from openmed_ray.models.catalog import catalog_entries
+
+    fields = config.to_dict()
+    if fields.get("data_root"):
+        fields["data_root"] = str(Path(fields["data_root"]).expanduser().resolve())
+    for field in ("backbone", "init_from"):
+        value = fields.get(field)
+        if not value or (field == "init_from" and value in catalog_entries()):
+            continue
+        path = Path(value).expanduser()
+        if path.exists():
+            fields[field] = str(path.resolve())
+    return fields
+
+
 def run_storage(output: Path, run_name: str, resume: bool) -> Path:
     """OUTPUT/ray, refusing to silently restart over an earlier run unless resuming."""
     storage = output / "ray"
@@ -361,7 +380,7 @@ def train_on_ray(
     started = time.perf_counter()
     result = fit_torch_trainer(
         loop,
-        config.to_dict(),
+        worker_config(config),
         workers=config.workers,
         cpus_per_worker=config.cpus_per_worker,
         gpus_per_worker=config.gpus_per_worker,

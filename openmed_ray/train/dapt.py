@@ -31,6 +31,7 @@ from openmed_ray.train.common import (
     fit_torch_trainer,
     library_versions,
     run_storage,
+    worker_config,
 )
 from openmed_ray.train.mlm_loop import build_initial_model, load_trainable, ray_dapt_loop_per_worker
 
@@ -111,7 +112,7 @@ def dapt(config: DaptConfig) -> DaptResult:
     corpus = ray.data.read_parquet(path, filesystem=fs).select_columns([config.text_column])
     result = fit_torch_trainer(
         ray_dapt_loop_per_worker,
-        config.to_dict(),
+        worker_config(config),
         workers=config.workers,
         cpus_per_worker=config.cpus_per_worker,
         gpus_per_worker=config.gpus_per_worker,

@@ -2,6 +2,9 @@
 and multi-type, full and LoRA; bundles that cannot fit the run refused before any work. The
 relation classifier's warm starts are tested in tests/train/test_relations.py."""
 
+import functools
+import os
+
 import pytest
 
 from openmed_ray.config import FinetuneConfig, SweepConfig
@@ -59,22 +62,28 @@ def test_a_run_started_from_a_bundle_begins_at_its_weights(
     assert card["init_from"] == record(start)
 
 
-def test_a_multi_type_run_started_from_a_multi_type_bundle_keeps_every_head(
-    tiny_backbone, tiny_multitask_data_root, tiny_multitask_bundle, tmp_path
+@pytest.mark.slow
+def test_a_multi_type_run_on_ray_started_from_relative_paths_keeps_every_head(
+    ray_local, tiny_backbone, tiny_multitask_data_root, tiny_multitask_bundle, tmp_path, monkeypatch
 ):
+    # Ray workers run in their own working directory: paths relative to the driver's
+    # (bundle, data root) must reach them made absolute.
+    monkeypatch.chdir(tmp_path)
+    relative = functools.partial(os.path.relpath, start=tmp_path)
     warm = tiny_multitask_config(
-        tiny_backbone,
-        tiny_multitask_data_root,
-        tmp_path / "warm",
-        init_from=str(tiny_multitask_bundle),
+        tiny_backbone,  # as the bundle was trained: warm starts compare backbones by name
+        relative(tiny_multitask_data_root),
+        "warm",
+        init_from=relative(tiny_multitask_bundle),
         epochs=1,
         learning_rate=NEGLIGIBLE_RATE,
     )
-    card = finetune_local(warm, name="warm").card
+    card = finetune(warm, name="warm").card
     started = read_card(tiny_multitask_bundle)
     assert [h["name"] for h in card["heads"]] == [h["name"] for h in started["heads"]]
     assert [h["metrics"] for h in card["heads"]] == [h["metrics"] for h in started["heads"]]
-    assert card["init_from"] == record(tiny_multitask_bundle)
+    assert card["init_from"]["version"] == started["version"]
+    assert card["init_from"]["bundle"] == relative(tiny_multitask_bundle)  # as the user gave it
 
 
 def test_a_bundle_the_run_cannot_start_from_is_refused_before_training(
