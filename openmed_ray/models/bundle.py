@@ -310,18 +310,26 @@ def render_card_markdown(card: dict[str, Any]) -> str:
             f"| **micro** | {metrics['precision']:.4f} | {metrics['recall']:.4f} | "
             f"{metrics['f1']:.4f} | {metrics['support']} |"
         )
-    if choice := card.get("shipped_choice"):
-        dev_by_config = ", ".join(f"{c} {f1:.4f}" for c, f1 in choice["dev_f1_by_config"].items())
-        lines += [
-            "",
-            "## Configuration choice",
-            "",
-            f"- rule: {choice['rule']}",
+    return "\n".join(lines + _choice_lines(card) + _card_appendix(card))
+
+
+def _choice_lines(card: dict[str, Any]) -> list[str]:
+    """Why this configuration was shipped (the card's `shipped_choice`), if it says."""
+    choice = card.get("shipped_choice")
+    if not choice:
+        return []
+    lines = ["", "## Configuration choice", "", f"- rule: {choice['rule']}"]
+    if candidates := choice.get("candidates"):
+        lines.append(
             "- candidates (dataset: configuration): "
-            + ", ".join(f"{d}: {c}" for d, c in choice["candidates"].items()),
-            f"- dev F1 by configuration: {dev_by_config}",
-        ]
-    return "\n".join(lines + _card_appendix(card))
+            + ", ".join(f"{d}: {c}" for d, c in candidates.items())
+        )
+    lines += [f"- dev F1, {c}: {f1:.4f}" for c, f1 in choice["dev_f1_by_config"].items()]
+    lines += [
+        f"- smallest dev F1 delta to the single-type adapters, {c}: {delta:+.2f} pp"
+        for c, delta in choice.get("min_dev_delta_pp_by_config", {}).items()
+    ]
+    return lines
 
 
 def _card_appendix(card: dict[str, Any]) -> list[str]:
@@ -365,7 +373,7 @@ def render_multitask_card_markdown(card: dict[str, Any]) -> str:
             f"{dev['f1']:.4f} | {test['precision']:.4f} | {test['recall']:.4f} | "
             f"{test['f1']:.4f} |"
         )
-    return "\n".join(lines + _card_appendix(card))
+    return "\n".join(lines + _choice_lines(card) + _card_appendix(card))
 
 
 def render_relation_card_markdown(card: dict[str, Any]) -> str:

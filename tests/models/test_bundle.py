@@ -24,9 +24,28 @@ def test_update_card_records_fields_without_touching_weights(tiny_bundle, tmp_pa
     assert card == read_card(bundle_dir) == {**before, "shipped_choice": choice}
     assert bundle_version(bundle_dir) == before["version"]
     readme = (bundle_dir / "README.md").read_text()
-    assert "## Configuration choice" in readme and "full 0.8302" in readme
+    assert "## Configuration choice" in readme and "dev F1, full: 0.8302" in readme
     assert load_bundle(bundle_dir).version == before["version"]
 
+
+
+def test_a_multi_type_card_shows_why_its_configuration_was_shipped(
+    tiny_multitask_bundle, tmp_path
+):
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_multitask_bundle, bundle_dir)
+    choice = {
+        "rule": "the smallest dev F1 delta to the single-type adapters",
+        "dev_f1_by_config": {"proportional": 0.8205, "temperature": 0.8199},
+        "min_dev_delta_pp_by_config": {"proportional": -2.04, "temperature": -1.55},
+    }
+
+    update_card(bundle_dir, shipped_choice=choice)
+
+    readme = (bundle_dir / "README.md").read_text()
+    assert readme.startswith("# ") and "NER heads" in readme.splitlines()[0]
+    assert "- dev F1, temperature: 0.8199" in readme
+    assert "single-type adapters, temperature: -1.55 pp" in readme
 
 SAVE_SCRIPT = """
 import sys, torch
