@@ -319,6 +319,8 @@ def _choice_lines(card: dict[str, Any]) -> list[str]:
     if not choice:
         return []
     lines = ["", "## Configuration choice", "", f"- rule: {choice['rule']}"]
+    if note := choice.get("note"):
+        lines.append(f"- note: {note}")
     if candidates := choice.get("candidates"):
         lines.append(
             "- candidates (dataset: configuration): "

@@ -28,10 +28,7 @@ def test_update_card_records_fields_without_touching_weights(tiny_bundle, tmp_pa
     assert load_bundle(bundle_dir).version == before["version"]
 
 
-
-def test_a_multi_type_card_shows_why_its_configuration_was_shipped(
-    tiny_multitask_bundle, tmp_path
-):
+def test_a_multi_type_card_shows_why_its_configuration_was_shipped(tiny_multitask_bundle, tmp_path):
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(tiny_multitask_bundle, bundle_dir)
     choice = {
@@ -46,6 +43,7 @@ def test_a_multi_type_card_shows_why_its_configuration_was_shipped(
     assert readme.startswith("# ") and "NER heads" in readme.splitlines()[0]
     assert "- dev F1, temperature: 0.8199" in readme
     assert "single-type adapters, temperature: -1.55 pp" in readme
+
 
 SAVE_SCRIPT = """
 import sys, torch
