@@ -628,7 +628,7 @@ def _run_calibrate_relations(args: argparse.Namespace) -> int:
     overrides = dict(vars(args))
     if args.adapters:
         overrides["adapters"] = _comma_list(args.adapters)
-    splits = args.linker_splits and [s.strip() for s in args.linker_splits.split(",")]
+    splits = args.linker_splits and _comma_list(args.linker_splits)
     linker = _linker_overrides(args, builtin_splits=splits or None)
     config = load_with_overrides(
         RelationCalibrationConfig, args.config, overrides, nested={"linker": linker}

@@ -296,20 +296,26 @@ def check_worker_resources(workers: int, cpus_per_worker: float, gpus_per_worker
 def worker_config(config: Any) -> dict[str, Any]:
     """The config as Ray workers get it. A worker's working directory is not the driver's, so a
     path given relative to the driver's (data root, backbone or warm-start bundle directory) is
-    made absolute; names (built-in and hub backbones, catalog adapters) stay names."""
+    made absolute; names stay names, with the same precedence as their resolvers (built-in
+    backbones, catalog adapters)."""
+    from openmed_ray.config import resolve_data_root
+    from openmed_ray.models.backbones import BUILTIN_BACKBONES
     from openmed_ray.models.catalog import catalog_entries
 
     fields = config.to_dict()
     if fields.get("data_root"):
-        fields["data_root"] = str(Path(fields["data_root"]).expanduser().resolve())
-    for field in ("backbone", "init_from"):
-        value = fields.get(field)
-        if not value or (field == "init_from" and value in catalog_entries()):
-            continue
-        path = Path(value).expanduser()
-        if path.exists():
-            fields[field] = str(path.resolve())
+        fields["data_root"] = str(resolve_data_root(fields["data_root"]))
+    if (backbone := fields.get("backbone")) and backbone not in BUILTIN_BACKBONES:
+        fields["backbone"] = _absolute_if_local(backbone)
+    if (init_from := fields.get("init_from")) and init_from not in catalog_entries():
+        fields["init_from"] = _absolute_if_local(init_from)
     return fields
+
+
+def _absolute_if_local(value: str) -> str:
+    """`value` as an absolute path where it names something on this machine, else unchanged."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
 
 
 def run_storage(output: Path, run_name: str, resume: bool) -> Path:
