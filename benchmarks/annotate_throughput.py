@@ -9,7 +9,9 @@ Systems, all on the first N PMC-OA abstracts of ../shared/data/corpora and one a
      (stride=50 so abstracts over 512 wordpieces do not crash it);
   2. engine: openmed_ray's Annotator in-process (FP32), eager and compiled (torch.compile
      with frozen weights, what `annotate --compile auto` runs on corpora of at least 5,000
-     documents per actor; its one-time compile is reported apart, as `compile_seconds`);
+     documents per actor; its one-time compile is reported apart, as `compile_seconds`),
+     both with the default streams (2 forward passes in flight, one thread each), and eager
+     on one stream of 2 threads (`engine_one_stream`, the engine before streams);
   3. ray_1_actor / ray_2_actors: the full Ray Data pipeline on local Ray (400 documents:
      `auto` stays eager), and ray_1_actor_compiled with `--compile on`;
   4. options beyond the torch FP32 engine: torch bfloat16, torch int8 (dynamic, per channel),
@@ -134,13 +136,19 @@ def run_engine(
     runtime: str = "torch",
     compile: bool = False,
     passes: int = 1,
+    streams: int | None = None,
 ) -> tuple[dict, list]:
     """One in-process Annotator over `texts` (one adapter, or several in one pass)."""
     from openmed_ray.annotate.annotator import Annotator
 
     adapters = [adapter] if isinstance(adapter, str) else adapter
     annotator = Annotator(
-        adapters, threads=threads, precision=precision, runtime=runtime, compile=compile
+        adapters,
+        threads=threads,
+        precision=precision,
+        runtime=runtime,
+        compile=compile,
+        streams=streams,
     )
     # warm-up (allocator, kernels; the compile, if any)
     warmup_seconds, _ = _timed(lambda: annotator.annotate(texts[:8]))
@@ -273,6 +281,7 @@ def chart(payload: dict, path: Path) -> None:
 
     names = [
         "baseline",
+        "engine_one_stream",
         "engine",
         "engine_compiled",
         "ray_1_actor",
@@ -287,7 +296,7 @@ def chart(payload: dict, path: Path) -> None:
     bars = ax.bar(
         names,
         values,
-        color=["grey", "C0", "C0", "C1", "C1", "C1", *["C2"] * len(payload["options"])],
+        color=["grey", "C0", "C0", "C0", "C1", "C1", "C1", *["C2"] * len(payload["options"])],
     )
     ax.bar_label(bars, fmt="%.0f")
     ax.tick_params(axis="x", labelrotation=25)
@@ -349,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     payload["baseline"] = describe(run_baseline(model_dir, texts, args.threads, args.passes))
     engine, engine_entities = run_engine(args.adapter, texts, args.threads, passes=args.passes)
     payload["engine"] = describe(engine)
+    one_stream, one_stream_entities = run_engine(
+        args.adapter, texts, args.threads, passes=args.passes, streams=1
+    )
+    payload["engine_one_stream"] = describe(one_stream)
+    payload["engine_one_stream"]["entities_identical_to_engine"] = same_entities(
+        one_stream_entities, engine_entities
+    )
     compiled, compiled_entities = run_engine(
         args.adapter, texts, args.threads, compile=True, passes=args.passes
     )
@@ -372,9 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     # The FP32 engine as a long annotate run uses it (compiled); eager beside it.
     payload["speedup_vs_baseline"] = round(payload["engine_compiled"]["wordpieces_per_s"] / base, 2)
     payload["speedup_vs_baseline_eager"] = round(payload["engine"]["wordpieces_per_s"] / base, 2)
+    payload["speedup_vs_baseline_one_stream"] = round(
+        payload["engine_one_stream"]["wordpieces_per_s"] / base, 2
+    )
+    payload["streams_gain"] = round(
+        payload["engine"]["wordpieces_per_s"] / payload["engine_one_stream"]["wordpieces_per_s"], 3
+    )
     payload["matmul_peak_gflops"] = round(peak, 1)
     payload["flops_per_wordpiece"] = flops
-    for name in ("engine", "engine_compiled"):
+    for name in ("engine", "engine_one_stream", "engine_compiled"):
         payload[name]["fraction_of_peak"] = round(
             flops * payload[name]["wordpieces_per_s"] / (peak * 1e9), 3
         )

@@ -381,6 +381,12 @@ def _add_annotate(sub: argparse._SubParsersAction) -> None:
         help="torch.compile the fp32/bf16 models: same entities, faster after a one-time "
         "compile per actor (default auto: when each actor gets enough documents to pay it back)",
     )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        help="forward passes in flight per actor on a CPU, sharing its threads (default auto: "
+        "2 where an actor has 2 or more threads; the choice is in summary.json)",
+    )
     parser.add_argument("--resume", action="store_true", default=None)
     _add_address(parser)
     parser.set_defaults(handler=_run_annotate)

@@ -539,6 +539,9 @@ class AnnotateConfig(Config):
     runtime: str = "torch"  # torch | onnx (ONNX Runtime; fp32 or int8)
     # auto (compile when each actor sees enough documents to pay back the compile) | on | off
     compile: str = "auto"
+    # Forward passes each actor keeps in flight on a CPU, sharing its threads
+    # (models/inference.py); None: auto (2 where an actor has 2 or more threads)
+    streams: int | None = None
     resume: bool = False
     claim: ClaimConfig = dataclasses.field(default_factory=ClaimConfig)
     # Transient storage errors (a dropped S3 connection) are retried per part with
@@ -574,6 +577,7 @@ class AnnotateConfig(Config):
         )
         require(self.runtime in RUNTIMES, "runtime", f"one of {RUNTIMES}")
         require(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
+        require(self.streams is None or self.streams >= 1, "streams", "must be >= 1")
         require(
             not (self.runtime == "onnx" and self.precision == "bf16"),
             "precision",
@@ -582,6 +586,11 @@ class AnnotateConfig(Config):
         require(all(a and a.strip() == a for a in self.adapters), "adapters", "empty adapter name")
         require(self.write_attempts >= 1, "write_attempts", "must be >= 1")
         require(self.write_backoff_seconds >= 0, "write_backoff_seconds", "must be >= 0")
+
+    @property
+    def device(self) -> str:
+        """Where the actors run their models."""
+        return "cuda" if self.gpus_per_actor > 0 else "cpu"
 
 
 def parse_actor_range(text: str) -> tuple[int, int | None]:

@@ -65,7 +65,8 @@ class Annotator:
     `compile` compiles the torch fp32/bf16 models (models/compiled.py): same predictions,
     faster once the first batches have paid for the compile. `cpu_bf16` fixes whether
     `precision="auto"` may pick bf16 on a CPU (None: whether this CPU has AMX), so the actors
-    of a run resolve `auto` as its driver did.
+    of a run resolve `auto` as its driver did. `streams` is how many forward passes run at
+    once on a CPU (models/inference.py, `choose_streams`; None: auto).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class Annotator:
         device: str = "cpu",
         compile: bool = False,
         cpu_bf16: bool | None = None,
+        streams: int | None = None,
     ) -> None:
         if not adapters:
             raise ValueError("at least one adapter is required")
@@ -101,6 +103,7 @@ class Annotator:
                     device=device,
                     compile=compile,
                     cpu_bf16=cpu_bf16,
+                    streams=streams,
                 )
             )
         if len(transformer_specs) < len(adapters):

@@ -43,6 +43,7 @@ from openmed_ray.io.filesystem import join, ray_remote_env, resolve, write_bytes
 from openmed_ray.models.adapters import identify_adapter
 from openmed_ray.models.catalog import DEFAULT_ADAPTERS
 from openmed_ray.models.compiled import choose_compile
+from openmed_ray.models.inference import StreamsChoice, choose_streams
 from openmed_ray.models.precision import cpu_has_bf16_units
 from openmed_ray.runtime import ensure_ray
 
@@ -62,6 +63,7 @@ class ActorPlan:
     min_actors: int
     max_actors: int
     threads: int
+    streams: StreamsChoice  # forward passes in flight per actor, sharing its threads
 
 
 def plan_actors(config: AnnotateConfig, cluster: dict[str, float], node_cpus: float) -> ActorPlan:
@@ -70,7 +72,7 @@ def plan_actors(config: AnnotateConfig, cluster: dict[str, float], node_cpus: fl
     Read and write tasks need CPU too: a pool that takes every CPU (2 actors x 1 CPU on a
     2-CPU node) starves them and hangs. So the pool leaves at least one CPU free, and each
     actor runs node_cpus / actors-per-node threads (Ray's OMP_NUM_THREADS follows num_cpus,
-    which would leave cores idle).
+    which would leave cores idle), in `streams` concurrent forward passes.
     """
     cpus = cluster.get("CPU", 0)
     gpus = cluster.get("GPU", 0)
@@ -95,7 +97,10 @@ def plan_actors(config: AnnotateConfig, cluster: dict[str, float], node_cpus: fl
         )
     per_node = max(1, min(max_actors, int(node_cpus // config.cpus_per_actor) or 1))
     threads = config.threads_per_actor or max(1, int(node_cpus // per_node))
-    return ActorPlan(config.min_actors, max_actors, threads)
+    streams = choose_streams(
+        config.streams, threads=threads, device=config.device, runtime=config.runtime
+    )
+    return ActorPlan(config.min_actors, max_actors, threads, streams)
 
 
 def annotate_corpus(config: AnnotateConfig, address: str | None = None) -> dict[str, Any]:
@@ -105,11 +110,10 @@ def annotate_corpus(config: AnnotateConfig, address: str | None = None) -> dict[
     output, see openmed_ray/io/claim.py) before it joins Ray (`address`, see `ensure_ray`)
     or writes anything, and releases it when it stops."""
     adapters = list(config.adapters or DEFAULT_ADAPTERS)
-    device = "cuda" if config.gpus_per_actor > 0 else "cpu"
     # `auto` is resolved once, here: actors on other nodes must not choose differently.
     cpu_bf16 = cpu_has_bf16_units()
     identities = [
-        identify_adapter(adapter, config.precision, config.runtime, device, cpu_bf16)
+        identify_adapter(adapter, config.precision, config.runtime, config.device, cpu_bf16)
         for adapter in adapters
     ]
     corpus = inspect_corpus(config.input, config.id_column, config.text_column)
@@ -156,7 +160,7 @@ def _annotate(
     plan = plan_actors(config, ray.cluster_resources(), node_cpus)
     log.info(
         "annotating %s (%d documents, %d already done, %d duplicate ids) with %s; actors %d-%d x "
-        "%s CPU, %d threads each; run %s",
+        "%s CPU, %d threads in %d streams each; run %s",
         config.input,
         corpus.n_rows,
         len(done),
@@ -166,6 +170,7 @@ def _annotate(
         plan.max_actors,
         config.cpus_per_actor,
         plan.threads,
+        plan.streams.streams,
         run_id,
     )
 
@@ -212,9 +217,10 @@ def _annotate(
                 "precision": config.precision,
                 "runtime": config.runtime,
                 "threads": plan.threads,
-                "device": "cuda" if config.gpus_per_actor > 0 else "cpu",
+                "device": config.device,
                 "compile": compiled.compile,
                 "cpu_bf16": cpu_bf16,
+                "streams": plan.streams.streams,
             },
             compute=ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
             num_cpus=config.cpus_per_actor,
@@ -239,6 +245,12 @@ def _annotate(
         "requested": config.compile,
         "compiled": compiled.compile,
         "reason": compiled.reason,
+    }
+    summary["streams"] = {
+        "requested": "auto" if config.streams is None else config.streams,
+        "streams": plan.streams.streams,
+        "threads": plan.threads,
+        "reason": plan.streams.reason,
     }
     summary["claim"] = claim.describe()
     write_bytes_atomic(json.dumps(summary, indent=2).encode(), join(out, "summary.json"))

@@ -35,6 +35,7 @@ class AnnotateActor:
         device: str,
         compile: bool,
         cpu_bf16: bool,
+        streams: int,
     ) -> None:
         from openmed_ray.annotate.annotator import Annotator
 
@@ -49,6 +50,7 @@ class AnnotateActor:
             device=device,
             compile=compile,
             cpu_bf16=cpu_bf16,
+            streams=streams,
         )
         self.id_column = id_column
         self.text_column = text_column

@@ -7,10 +7,13 @@ same predictions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from openmed_ray.errors import ConfigError
 from openmed_ray.text.windows import EncodedWindow, stitch
 
 
@@ -31,6 +34,45 @@ AGGREGATIONS = ("first", "average", "max", "simple")
 # What one more forward pass costs, in padded wordpieces, when length-sorted windows are cut
 # into batches (its fixed overhead: kernel launches, a compiled graph's guards, smaller GEMMs).
 BATCH_COST_WORDPIECES = 64
+AUTO_CPU_STREAMS = 2
+
+
+@dataclass(frozen=True)
+class StreamsChoice:
+    streams: int
+    reason: str
+
+
+def choose_streams(
+    requested: int | None, *, threads: int, device: str = "cpu", runtime: str = "torch"
+) -> StreamsChoice:
+    """How many batches one process keeps in flight, each on `threads // streams` threads.
+
+    On a CPU two batches on one thread each beat one batch on two threads (13% with MiniLM
+    on 2 cores, benchmarks/annotate_throughput.py): a thread pool splits each matmul and
+    waits for its slowest part, while independent batches never wait on each other; torch
+    releases the GIL inside its kernels. A GPU runs one stream, and the onnx runtime
+    threads its own session. `requested` None is auto."""
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError(f"streams: must be >= 1, got {requested}")
+        if requested > 1 and (device != "cpu" or runtime != "torch"):
+            raise ConfigError(
+                f"streams: {requested} concurrent batches apply to the torch runtime on a CPU "
+                f"(this run: {runtime} on {device}); use 1"
+            )
+        if requested > threads:
+            raise ConfigError(
+                f"streams: {requested} streams need at least as many torch threads (each "
+                f"runs on one or more), and there are {threads}"
+            )
+        return StreamsChoice(requested, "requested")
+    if device != "cpu" or runtime != "torch":
+        return StreamsChoice(1, f"auto: one stream for {runtime} on {device}")
+    streams = min(AUTO_CPU_STREAMS, threads)
+    if streams == 1:
+        return StreamsChoice(1, "auto: one torch thread")
+    return StreamsChoice(streams, f"auto: {streams} streams sharing {threads} threads")
 
 
 def length_batches(
@@ -113,7 +155,6 @@ def pool_heads(
     )
 
 
-@torch.inference_mode()
 def window_log_probs(
     model: torch.nn.Module,
     windows: Sequence[EncodedWindow],
@@ -123,29 +164,55 @@ def window_log_probs(
     device: torch.device | str = "cpu",
     aggregation: str = "first",
     head_sizes: Sequence[int] | None = None,
+    streams: int = 1,
 ) -> list[np.ndarray]:
     """Per window, log-probabilities (n_owned_words, n_labels), one row per owned word.
 
-    At most `batch_size` windows go into one forward pass, grouped by `length_batches`.
-    With `head_sizes` the model's logits hold several heads side by side; each head's slice
-    is normalised on its own."""
+    At most `batch_size` windows go into one forward pass, grouped by `length_batches`,
+    with `streams` passes in flight at once (`choose_streams`). With `head_sizes` the
+    model's logits hold several heads side by side; each head's slice is normalised on its
+    own."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     results: list[np.ndarray | None] = [None] * len(windows)
+
+    def run(chunk: list[int]) -> None:
+        with torch.inference_mode():  # thread-local: the streams' threads enter it too
+            ids, mask = pad_batch([windows[i].input_ids for i in chunk], pad_id, device)
+            log_probs = head_log_softmax(model(ids, mask).float(), head_sizes).cpu().numpy()
+        for row, index in enumerate(chunk):
+            window = windows[index]
+            results[index] = pool_heads(
+                window, log_probs[row, : len(window.input_ids)], aggregation, head_sizes
+            )
+
+    chunks = length_batches([len(w.input_ids) for w in windows], batch_size)
     was_training = model.training
     model.eval()
     try:
-        for chunk in length_batches([len(w.input_ids) for w in windows], batch_size):
-            ids, mask = pad_batch([windows[i].input_ids for i in chunk], pad_id, device)
-            log_probs = head_log_softmax(model(ids, mask).float(), head_sizes).cpu().numpy()
-            for row, index in enumerate(chunk):
-                window = windows[index]
-                results[index] = pool_heads(
-                    window, log_probs[row, : len(window.input_ids)], aggregation, head_sizes
-                )
+        if streams == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                run(chunk)
+        else:
+            _run_streams(run, chunks, windows, streams)
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+def _run_streams(run, chunks: list[list[int]], windows, streams: int) -> None:
+    """`run` over the chunks on `streams` threads sharing the process's torch threads."""
+    threads = torch.get_num_threads()
+    # Global, but every stream wants the same count; a new thread takes it up lazily.
+    torch.set_num_threads(max(1, threads // streams))
+    # The costliest batches first, so the streams finish together.
+    chunks = sorted(chunks, key=lambda c: -len(c) * max(len(windows[i].input_ids) for i in c))
+    try:
+        with ThreadPoolExecutor(streams, thread_name_prefix="forward") as pool:
+            for _ in pool.map(run, chunks):  # re-raises the first failed batch's error
+                pass
+    finally:
+        torch.set_num_threads(threads)
 
 
 def sentence_log_probs(
@@ -158,6 +225,7 @@ def sentence_log_probs(
     device: torch.device | str = "cpu",
     aggregation: str = "first",
     head_sizes: Sequence[int] | None = None,
+    streams: int = 1,
 ) -> list[np.ndarray]:
     """Per sentence, log-probabilities (n_words, n_labels), stitched across its windows."""
     flat = [w for windows in windows_per_sentence for w in windows]
@@ -169,6 +237,7 @@ def sentence_log_probs(
         device=device,
         aggregation=aggregation,
         head_sizes=head_sizes,
+        streams=streams,
     )
     out, cursor = [], 0
     for windows, count in zip(windows_per_sentence, n_words, strict=True):

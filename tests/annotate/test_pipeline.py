@@ -36,6 +36,18 @@ def entity_rows(output) -> list[tuple]:
     return sorted(rows)
 
 
+def engine_rows(adapters, texts: list[str]) -> list[tuple]:
+    """What the in-process engine finds in documents d0..d{n-1}, as `entity_rows` lists it."""
+    from openmed_ray.annotate.annotator import Annotator
+
+    results = Annotator([str(a) for a in adapters], threads=1).annotate(texts)
+    return sorted(
+        (f"d{i}", e.start, e.end, e.label, e.adapter)
+        for i, r in enumerate(results)
+        for e in r.entities
+    )
+
+
 def test_local_end_to_end_with_bad_rows(ray_local, tiny_bundle, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", n=200)
     extra = pa.table(
@@ -99,13 +111,15 @@ def test_bad_input_fails_before_any_work(ray_local, tiny_bundle, tmp_path):
 def test_actor_plan_never_starves_reads():
     two_cpus = {"CPU": 2.0}
     plan = plan_actors(AnnotateConfig(input="i", output="o"), two_cpus, node_cpus=2)
-    assert (plan.min_actors, plan.max_actors, plan.threads) == (1, 1, 2)
+    assert (plan.min_actors, plan.max_actors, plan.threads, plan.streams.streams) == (1, 1, 2, 2)
     half = plan_actors(
         AnnotateConfig(input="i", output="o", cpus_per_actor=0.5, min_actors=2, max_actors=2),
         two_cpus,
         node_cpus=2,
     )
-    assert (half.max_actors, half.threads) == (2, 1)
+    assert (half.max_actors, half.threads, half.streams.streams) == (2, 1, 1)
+    with pytest.raises(OpenMedError, match="streams: 3 streams need at least as many torch"):
+        plan_actors(AnnotateConfig(input="i", output="o", streams=3), two_cpus, node_cpus=2)
     with pytest.raises(OpenMedError, match="cannot run beside the read and write tasks"):
         plan_actors(AnnotateConfig(input="i", output="o", min_actors=2, max_actors=2), two_cpus, 2)
     with pytest.raises(OpenMedError, match="would leave no CPU for reading"):
@@ -172,31 +186,28 @@ def test_killed_run_resumes_to_exactly_once(tiny_bundle, tmp_path):
     assert resumed_rows <= docs - done_before + 100  # only what was missing (plus a lost batch)
     rows = entity_rows(out)
     assert len(rows) == len(set(rows))
-
-    clean = run_cli([*args[:2], "--output", str(tmp_path / "clean"), *args[4:]])
-    output, _ = clean.communicate(timeout=600)
-    assert clean.returncode == 0, output
-    assert rows == entity_rows(tmp_path / "clean")
+    # Exactly what an uninterrupted run finds (Ray runs write the engine's entities).
+    assert rows == engine_rows([tiny_bundle], make_texts(docs))
 
 
 def test_multi_type_bundle_and_single_adapter_in_one_ray_pass(
     ray_local, tiny_multitask_bundle, tiny_bundle, tmp_path
 ):
-    from openmed_ray.annotate.annotator import Annotator
-
     corpus = write_corpus(tmp_path / "corpus", n=60, files=1)
     adapters = (str(tiny_multitask_bundle), str(tiny_bundle))
-    summary = annotate_corpus(config(corpus, tmp_path / "out", tiny_bundle, adapters=adapters))
+    # 2 threads per actor: auto runs 2 forward passes at once, one thread each.
+    run = config(corpus, tmp_path / "out", tiny_bundle, adapters=adapters, threads_per_actor=2)
+    summary = annotate_corpus(run)
+    assert summary["streams"] == {
+        "requested": "auto",
+        "streams": 2,
+        "threads": 2,
+        "reason": "auto: 2 streams sharing 2 threads",
+    }
     rows = entity_rows(tmp_path / "out")
     assert {r[4] for r in rows} == {"tiny-multi:chemical", "tiny-multi:disease", "tiny"}
-    # The Ray run writes exactly what the in-process engine finds.
-    results = Annotator(list(adapters), threads=1).annotate(make_texts(60))
-    expected = sorted(
-        (f"d{i}", e.start, e.end, e.label, e.adapter)
-        for i, r in enumerate(results)
-        for e in r.entities
-    )
-    assert rows == expected
+    # The Ray run writes exactly what the in-process engine finds on one stream.
+    assert rows == engine_rows(adapters, make_texts(60))
     versions = {v["adapter"]: v["version"] for v in summary["adapter_versions"]}
     assert set(versions) == {"tiny-multi", "tiny"}
     # auto (the default) with no int8 measurement in the cards: FP32, and the summary says why.

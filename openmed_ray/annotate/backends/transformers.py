@@ -28,7 +28,7 @@ from openmed_ray.models.adapters import (
     split_head_selection,
 )
 from openmed_ray.models.compiled import compilable, compile_for_inference
-from openmed_ray.models.inference import AGGREGATIONS, sentence_log_probs
+from openmed_ray.models.inference import AGGREGATIONS, choose_streams, sentence_log_probs
 from openmed_ray.text.decoding import BioDecoder
 from openmed_ray.text.spans import bio_to_spans
 from openmed_ray.text.tokenize import sentence_spans, word_spans
@@ -56,6 +56,7 @@ class TransformersBackend(Backend):
         device: str = "cpu",
         compile: bool = False,
         cpu_bf16: bool | None = None,
+        streams: int | None = None,
     ) -> None:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -63,6 +64,9 @@ class TransformersBackend(Backend):
         self.aggregation = aggregation
         self.threshold = threshold
         self.device = torch.device(device)
+        self.streams = choose_streams(
+            streams, threads=torch.get_num_threads(), device=self.device.type, runtime=runtime
+        ).streams
         # Merging LoRA into the encoder removes adapter overhead; each adapter keeps its own
         # merged copy so several can run in one pass over the data.
         self.predictors: list[Predictor] = [
@@ -133,6 +137,7 @@ class TransformersBackend(Backend):
             device=self.device,
             aggregation=self.aggregation,
             head_sizes=predictor.head_sizes,
+            streams=self.streams,
         )
         bounds = np.cumsum([0, *predictor.head_sizes])
         for sentence, all_scores in zip(sentences, log_probs, strict=True):
