@@ -15,13 +15,8 @@ setup:
 demo: setup
 	$(PY) -m openmed_ray.demo
 
-# Test files run on TEST_WORKERS processes (pytest-xdist). A file stays on one worker, so its
-# module fixtures (the fault-tolerance cluster) start once; much of the suite waits on Ray
-# start-up and subprocesses, which two workers overlap even on 2 cores.
-TEST_WORKERS ?= 2
-
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q
 	$(MAKE) test-spacy
 
 # spaCy 3.7 (what en_chem_ner and Med7 need) is built against NumPy 1, so the spaCy backend's
