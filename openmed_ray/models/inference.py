@@ -48,7 +48,7 @@ def choose_streams(
 ) -> StreamsChoice:
     """How many batches one process keeps in flight, each on `threads // streams` threads.
 
-    On a CPU two batches on one thread each beat one batch on two threads (13% with MiniLM
+    On a CPU two batches on one thread each beat one batch on two threads (1.37x with MiniLM
     on 2 cores, benchmarks/annotate_throughput.py): a thread pool splits each matmul and
     waits for its slowest part, while independent batches never wait on each other; torch
     releases the GIL inside its kernels. A GPU runs one stream, and the onnx runtime
@@ -186,7 +186,8 @@ def window_log_probs(
                 window, log_probs[row, : len(window.input_ids)], aggregation, head_sizes
             )
 
-    chunks = length_batches([len(w.input_ids) for w in windows], batch_size)
+    lengths = [len(w.input_ids) for w in windows]
+    chunks = length_batches(lengths, batch_size)
     was_training = model.training
     model.eval()
     try:
@@ -194,19 +195,20 @@ def window_log_probs(
             for chunk in chunks:
                 run(chunk)
         else:
-            _run_streams(run, chunks, windows, streams)
+            _run_streams(run, chunks, lengths, streams)
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
 
 
-def _run_streams(run, chunks: list[list[int]], windows, streams: int) -> None:
+def _run_streams(run, chunks: list[list[int]], lengths: list[int], streams: int) -> None:
     """`run` over the chunks on `streams` threads sharing the process's torch threads."""
     threads = torch.get_num_threads()
     # Global, but every stream wants the same count; a new thread takes it up lazily.
     torch.set_num_threads(max(1, threads // streams))
-    # The costliest batches first, so the streams finish together.
-    chunks = sorted(chunks, key=lambda c: -len(c) * max(len(windows[i].input_ids) for i in c))
+    # The costliest batches first, so the streams finish together; a batch is a run of the
+    # length-sorted order, so its last window is its longest.
+    chunks = sorted(chunks, key=lambda c: -len(c) * lengths[c[-1]])
     try:
         with ThreadPoolExecutor(streams, thread_name_prefix="forward") as pool:
             for _ in pool.map(run, chunks):  # re-raises the first failed batch's error
