@@ -192,6 +192,7 @@ def _annotate(
         runtime=config.runtime,
         precisions=[i.precision for i in identities if i.kind != "spacy"],
         docs_per_actor=max(remaining, 0) / plan.max_actors,
+        streams=plan.streams.streams,
     )
     log.info("compile: %s (%s)", compiled.compile, compiled.reason)
     if remaining > 0:

@@ -4,7 +4,9 @@ bias, GELU and layer norm fuse into their neighbours.
 
 Compiling costs tens of seconds per process (once per actor) and pays back only over many
 documents, so `auto` compiles when each actor will see at least `AUTO_MIN_DOCS_PER_ACTOR`
-documents. Shapes are dynamic (one graph for every batch and window length). int8 (dynamic
+documents, and only where one forward pass runs at a time: with 2 streams on a CPU the eager
+model was faster than the compiled one (benchmarks/annotate_throughput.py: 32.8 s against
+37.0 s for 400 abstracts in process, 5.52k against 3.32k wordpieces/s in a Ray actor). Shapes are dynamic (one graph for every batch and window length). int8 (dynamic
 quantization) and the onnx runtime are not compiled; they have their own kernels.
 """
 
@@ -29,9 +31,15 @@ class CompileChoice:
 
 
 def choose_compile(
-    requested: str, *, runtime: str, precisions: list[str], docs_per_actor: float | None
+    requested: str,
+    *,
+    runtime: str,
+    precisions: list[str],
+    docs_per_actor: float | None,
+    streams: int = 1,
 ) -> CompileChoice:
-    """Whether a run compiles its torch models: `on`, `off`, or `auto` (long runs only).
+    """Whether a run compiles its torch models: `on`, `off`, or `auto` (long runs with one
+    stream only; `streams` is the actors' number of passes in flight, see `choose_streams`).
 
     `precisions` are the transformer adapters' resolved precisions; compilation applies to
     the torch runtime in fp32 or bf16, so int8-only or onnx runs never compile."""
@@ -45,6 +53,10 @@ def choose_compile(
         return CompileChoice(False, "no torch adapter runs in fp32 or bf16")
     if requested == "on":
         return CompileChoice(True, "on: requested")
+    if streams > 1:
+        return CompileChoice(
+            False, f"auto: {streams} streams per actor run faster eager than compiled"
+        )
     if docs_per_actor is None or docs_per_actor < AUTO_MIN_DOCS_PER_ACTOR:
         seen = "an unknown number of" if docs_per_actor is None else f"{docs_per_actor:.0f}"
         return CompileChoice(

@@ -8,9 +8,13 @@ from openmed_ray.models.compiled import AUTO_MIN_DOCS_PER_ACTOR, choose_compile
 
 
 def test_auto_compiles_only_runs_long_enough_to_pay_for_it():
-    def choice(requested="auto", runtime="torch", precisions=("fp32",), docs=1e6):
+    def choice(requested="auto", runtime="torch", precisions=("fp32",), docs=1e6, streams=1):
         return choose_compile(
-            requested, runtime=runtime, precisions=list(precisions), docs_per_actor=docs
+            requested,
+            runtime=runtime,
+            precisions=list(precisions),
+            docs_per_actor=docs,
+            streams=streams,
         )
 
     assert choice().compile
@@ -19,6 +23,10 @@ def test_auto_compiles_only_runs_long_enough_to_pay_for_it():
     assert choice(docs=AUTO_MIN_DOCS_PER_ACTOR).compile
     assert not choice(docs=None).compile
     assert choice("on", docs=10).compile and not choice("off").compile
+    # Two passes in flight run faster eager: auto leaves them so, `on` still compiles.
+    two_streams = choice(streams=2)
+    assert not two_streams.compile and "2 streams" in two_streams.reason
+    assert choice("on", streams=2).compile
     # int8 and onnx have their own kernels: even `on` leaves them eager, saying why.
     assert "fp32 or bf16" in choice("on", precisions=("int8",)).reason
     assert not choice("on", runtime="onnx").compile
