@@ -4,10 +4,12 @@ bias, GELU and layer norm fuse into their neighbours.
 
 Compiling costs tens of seconds per process (once per actor) and pays back only over many
 documents, so `auto` compiles when each actor will see at least `AUTO_MIN_DOCS_PER_ACTOR`
-documents, and only where one forward pass runs at a time: with 2 streams on a CPU the eager
-model was faster than the compiled one (benchmarks/annotate_throughput.py: 32.8 s against
-37.0 s for 400 abstracts in process, 5.52k against 3.32k wordpieces/s in a Ray actor). Shapes are dynamic (one graph for every batch and window length). int8 (dynamic
-quantization) and the onnx runtime are not compiled; they have their own kernels.
+documents, and only where one forward pass runs at a time: with 2 streams on a CPU the
+compiled model was never faster than the eager one (benchmarks/annotate_throughput.py, 400
+abstracts in process: 43.9 s against 43.1 s, and 37.0 s against 32.8 s in an earlier run; in
+a Ray actor 2.56k against 3.67k wordpieces/s). Shapes are dynamic (one graph for every batch
+and window length). int8 (dynamic quantization) and the onnx runtime are not compiled; they
+have their own kernels.
 """
 
 from __future__ import annotations
