@@ -3,8 +3,7 @@
 # on disk; a looser pin would pull a multi-GB CUDA build), then the project with its dev extra.
 # uv installs the project (its ~150 dependencies in seconds rather than pip's minutes); it
 # keeps the torch already installed, which satisfies the project's range. pip is the fallback.
-# torch skips pip's byte-compilation of its thousands of modules (uv does not compile either);
-# Python compiles what a run imports. A stamp keyed on pyproject.toml makes a second run a no-op.
+# A stamp keyed on pyproject.toml makes a second run a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -21,7 +20,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('${TORCH_PIN#torch==}') else 1)" 2>/dev/null \
-    || "${pip[@]}" install --no-compile "$TORCH_PIN"
+    || "${pip[@]}" install "$TORCH_PIN"
 if "${pip[@]}" install -q uv; then
     "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e ".[$EXTRAS]"
 else
