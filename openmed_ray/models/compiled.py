@@ -38,7 +38,7 @@ def choose_compile(
     runtime: str,
     precisions: list[str],
     docs_per_actor: float | None,
-    streams: int = 1,
+    streams: int,
 ) -> CompileChoice:
     """Whether a run compiles its torch models: `on`, `off`, or `auto` (long runs with one
     stream only; `streams` is the actors' number of passes in flight, see `choose_streams`).
