@@ -38,7 +38,7 @@ from openmed_ray.io.annotations import (
     remove_orphans,
 )
 from openmed_ray.io.claim import Claim, ClaimFence, acquire_claim
-from openmed_ray.io.corpus import CorpusInfo, inspect_corpus
+from openmed_ray.io.corpus import CorpusInfo, inspect_corpus, read_parquet_dataset
 from openmed_ray.io.filesystem import join, ray_remote_env, resolve, write_bytes_atomic
 from openmed_ray.models.adapters import identify_adapter
 from openmed_ray.models.catalog import DEFAULT_ADAPTERS
@@ -199,11 +199,9 @@ def _annotate(
         # Streaming repartition into blocks no larger than an output file: parts are written
         # (and a crash loses little) while the run streams, and actors share work evenly,
         # whatever the input files' sizes.
-        dataset = (
-            ray.data.read_parquet(corpus.files, filesystem=fs, ray_remote_args=remote_args)
-            .select_columns([config.id_column, config.text_column])
-            .repartition(target_num_rows_per_block=min(config.rows_per_file, 2_000))
-        )
+        dataset = read_parquet_dataset(
+            corpus.files, fs, [config.id_column, config.text_column], remote_args
+        ).repartition(target_num_rows_per_block=min(config.rows_per_file, 2_000))
         annotated = dataset.map_batches(
             AnnotateActor,
             fn_constructor_kwargs={

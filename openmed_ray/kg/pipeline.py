@@ -32,7 +32,7 @@ import pyarrow.dataset as pads
 from openmed_ray.config import KGConfig
 from openmed_ray.errors import OpenMedError
 from openmed_ray.io.claim import Claim, acquire_claim
-from openmed_ray.io.corpus import inspect_corpus
+from openmed_ray.io.corpus import inspect_corpus, read_parquet_dataset
 from openmed_ray.io.filesystem import ray_remote_env, resolve
 from openmed_ray.kg.abbreviations import abbreviation_map, find_abbreviations
 from openmed_ray.kg.export import write_exports
@@ -294,9 +294,9 @@ def derive_contributions(
     _require_texts(owners, ids.column(0), config.documents, "have no row")
     ensure_ray(address)
     remote_args = ray_remote_env(config.documents, config.entities)
-    dataset = ray.data.read_parquet(
-        corpus.files, filesystem=fs, ray_remote_args=remote_args
-    ).select_columns([config.id_column, config.text_column])
+    dataset = read_parquet_dataset(
+        corpus.files, fs, [config.id_column, config.text_column], remote_args
+    )
     partials = dataset.map_batches(
         DocumentGraphWorker,
         fn_constructor_kwargs={

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openmed_ray.config import DaptConfig
+from openmed_ray.io.corpus import read_parquet_dataset
 from openmed_ray.io.filesystem import resolve, write_bytes_atomic
 from openmed_ray.io.passages import CorpusError, count_text_rows, exists, heldout_path, read_texts
 from openmed_ray.models.backbones import load_tokenizer, resolve_backbone
@@ -90,7 +91,6 @@ def _change_pct(before: float | None, after: float | None) -> float | None:
 
 def dapt(config: DaptConfig) -> DaptResult:
     """Run DAPT on Ray Train and write the adapter, the merged backbone and dapt.json."""
-    import ray.data
 
     rows, heldout = preflight(config)
     output = Path(config.output).expanduser().resolve()
@@ -109,7 +109,7 @@ def dapt(config: DaptConfig) -> DaptResult:
         log.info("held-out perplexity before DAPT: %.2f", before["perplexity"])
 
     fs, path = resolve(config.corpus)
-    corpus = ray.data.read_parquet(path, filesystem=fs).select_columns([config.text_column])
+    corpus = read_parquet_dataset(path, fs, [config.text_column])
     result = fit_torch_trainer(
         ray_dapt_loop_per_worker,
         worker_config(config),
