@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openmed_ray.annotate.annotator import Annotator, DocumentResult, Entity
+if TYPE_CHECKING:
+    from openmed_ray.annotate.annotator import Annotator, DocumentResult, Entity
+
+_ANNOTATOR_NAMES = {"Annotator", "DocumentResult", "Entity"}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing the package's Ray Data sink (write tasks) does not import
+    # torch: each Ray worker process would pay about 3 s for it.
+    if name in _ANNOTATOR_NAMES:
+        from openmed_ray.annotate import annotator
+
+        return getattr(annotator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @lru_cache(maxsize=4)
 def _cached_annotator(
     adapters: tuple[str, ...], aggregation: str, precision: str, runtime: str
 ) -> Annotator:
+    from openmed_ray.annotate.annotator import Annotator
+
     return Annotator(adapters, aggregation=aggregation, precision=precision, runtime=runtime)
 
 
