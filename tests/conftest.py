@@ -386,9 +386,15 @@ def s3_server(monkeypatch):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """A real `ray start --head` cluster with the job server, stopped at the end of the session.
+    """A real `ray start --head` cluster with the job server for one module (tests/jobs
+    shares one per package): an idle head and its dashboard keep taking CPU from later tests."""
+    yield from start_ray_head(tmp_path_factory)
+
+
+def start_ray_head(tmp_path_factory):
+    """Start `ray start --head`, yield its dashboard address, stop it.
 
     `--block` ties the cluster's processes to one process group we own, so tearing it down
     never touches other Ray instances on the machine (unlike `ray stop`).
