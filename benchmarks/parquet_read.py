@@ -48,9 +48,10 @@ def write_corpus(directory: Path, docs: int, files: int) -> list[str]:
     return paths
 
 
-def read_rows(make_dataset: Callable) -> tuple[int, float]:
+def read_rows(make_dataset: Callable, paths: list[str]) -> tuple[int, float]:
+    """Rows read and seconds taken, planning included (V1 samples the files when planned)."""
     started = time.perf_counter()
-    dataset = make_dataset().repartition(target_num_rows_per_block=100)
+    dataset = make_dataset(paths).repartition(target_num_rows_per_block=100)
     rows = sum(b.num_rows for b in dataset.iter_batches(batch_format="pyarrow", batch_size=None))
     return rows, time.perf_counter() - started
 
@@ -76,17 +77,21 @@ def main() -> None:
         READERS[0]: lambda paths: ray.data.read_parquet(paths).select_columns(COLUMNS),
         READERS[1]: lambda paths: read_parquet_dataset(paths, fs, COLUMNS),
     }
-    runs = []
+    runs, speedups = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         for files in args.files:
             paths = write_corpus(Path(scratch) / f"files-{files}", args.docs, files)
             seconds: dict[str, list[float]] = {name: [] for name in readers}
             for _ in range(args.repeats):
                 for name, make in readers.items():
-                    rows, took = read_rows(lambda make=make, paths=paths: make(paths))
+                    rows, took = read_rows(make, paths)
                     if rows != args.docs:
                         raise SystemExit(f"{name} read {rows} rows of {args.docs}")
                     seconds[name].append(round(took, 2))
+            medians = {
+                name: round(statistics.median(times[1:] or times), 2)
+                for name, times in seconds.items()
+            }
             for name, times in seconds.items():
                 runs.append(
                     {
@@ -95,29 +100,19 @@ def main() -> None:
                         "docs": args.docs,
                         "seconds": times,
                         "first_seconds": times[0],
-                        "median_later_seconds": round(statistics.median(times[1:] or times), 2),
+                        "median_later_seconds": medians[name],
                     }
                 )
+            speedups[str(files)] = round(medians[READERS[0]] / medians[READERS[1]], 2)
     ray.shutdown()
     payload = {
         "ray": ray.__version__,
         "cpus": os.cpu_count(),
         "baseline": READERS[0],
         "runs": runs,
-        "speedup_vs_baseline": {
-            str(files): round(
-                _median(runs, READERS[0], files) / _median(runs, READERS[1], files), 2
-            )
-            for files in args.files
-        },
+        "speedup_vs_baseline": speedups,
     }
     write_results(payload, args.json, "parquet_read", chart(payload, args.files))
-
-
-def _median(runs: list[dict], reader: str, files: int) -> float:
-    return next(
-        r["median_later_seconds"] for r in runs if (r["reader"], r["files"]) == (reader, files)
-    )
 
 
 def chart(payload: dict, file_counts: list[int]) -> Callable[[Path], None]:

@@ -91,7 +91,6 @@ def _change_pct(before: float | None, after: float | None) -> float | None:
 
 def dapt(config: DaptConfig) -> DaptResult:
     """Run DAPT on Ray Train and write the adapter, the merged backbone and dapt.json."""
-
     rows, heldout = preflight(config)
     output = Path(config.output).expanduser().resolve()
     storage = run_storage(output, RUN_NAME, config.resume)
