@@ -290,8 +290,20 @@ def hpo_results() -> dict[str, dict]:
     return results
 
 
+def multi_type_rank(card: dict) -> tuple[float, float]:
+    """A multi-type bundle's order on dev, as the shipped one was chosen: the smallest dev F1
+    delta (pp) of any head to the shipped single-type adapter of its name, then mean dev F1."""
+    by_head = card["metrics"]["dev"]["by_head"]
+    deltas = [
+        100 * (f1 - read_card(SHIPPED / head)["metrics"]["dev"]["f1"])
+        for head, f1 in by_head.items()
+    ]
+    return round(min(deltas), 2), card["metrics"]["dev"]["f1"]
+
+
 def ship_sweeps(selected: list[dict]) -> dict[str, dict]:
-    """Ship each selected sweep bundle whose dev F1 beats the shipped adapter's."""
+    """Ship each selected sweep bundle that beats the shipped adapter on dev: on dev F1, or for
+    a multi-type bundle on `multi_type_rank`."""
     from openmed_ray.models.precision import record_precision_check
 
     shipped = {}
@@ -299,9 +311,6 @@ def ship_sweeps(selected: list[dict]) -> dict[str, dict]:
         name, chosen = row["name"], row["chosen"]
         current = read_card(SHIPPED / name)
         current_dev = current["metrics"]["dev"]["f1"] if current else None
-        if current_dev is not None and chosen["dev_f1"] <= current_dev:
-            print(f"kept {name}: sweep dev F1 {chosen['dev_f1']:.4f} <= shipped {current_dev:.4f}")
-            continue
         choice = {
             "rule": "the HPO sweep's final bundle replaces the shipped one only on higher dev F1",
             "candidates": {row["dataset"]: "hpo"},
@@ -311,6 +320,22 @@ def ship_sweeps(selected: list[dict]) -> dict[str, dict]:
             },
             "replaced_version": current.get("version") if current else None,
         }
+        if read_card(chosen["bundle"]).get("task") == "ner-multi":
+            rank = multi_type_rank(read_card(chosen["bundle"]))
+            current_rank = multi_type_rank(current) if current else None
+            choice["rule"] = (
+                "the HPO sweep's final bundle replaces the shipped one only on a smaller dev F1 "
+                "loss of its worst head to the shipped single-type adapters, then higher mean dev F1"
+            )
+            choice["min_dev_delta_pp_by_config"] = {"hpo": rank[0]}
+            if current_rank is not None:
+                choice["min_dev_delta_pp_by_config"][current["method_label"]] = current_rank[0]
+            better = current_rank is None or rank > current_rank
+        else:
+            better = current_dev is None or chosen["dev_f1"] > current_dev
+        if not better:
+            print(f"kept {name}: sweep dev F1 {chosen['dev_f1']:.4f}, shipped {current_dev:.4f}")
+            continue
         ship_bundle(chosen["bundle"], name, choice)
         record_precision_check(name)
         shipped[name] = {"dataset": row["dataset"], "dev_f1": chosen["dev_f1"]}

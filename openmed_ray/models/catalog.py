@@ -27,6 +27,8 @@ ADAPTER_DATASETS: dict[str, tuple[str, ...]] = {
     "ncbi-disease": ("NCBI-disease",),
     "gene": ("BC2GM",),
     "species": ("linnaeus", "s800"),
+    # The multi-type bundle: its datasets trained together (a multi-task run's dataset name).
+    "all-types": ("BC5CDR-chem+BC5CDR-disease+BC2GM+linnaeus",),
 }
 
 

@@ -13,15 +13,15 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "benchmarks" / "sweeps").glob("*.yaml"))
 
 
-def test_there_is_a_sweep_config_per_shipped_single_type_adapter():
+def test_there_is_a_sweep_config_per_shipped_adapter():
     names = {path.stem for path in CONFIGS}
-    assert {"ncbi-disease", "chemical", "disease", "gene", "species"} <= names
+    assert {"ncbi-disease", "chemical", "disease", "gene", "species", "all-types"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_a_committed_sweep_config_and_its_ledger_agree(path):
     config = SweepConfig.from_yaml(path)
-    assert adapter_name_for(config.finetune.dataset) == path.stem
+    assert adapter_name_for("+".join(config.finetune.task_datasets)) == path.stem
     assert config.ledger == f"benchmarks/results/sweeps/{path.stem}.trials.json"
     assert config.trials >= 16  # the minimum per dataset
     ledger = read_ledger(str(REPO / config.ledger))
