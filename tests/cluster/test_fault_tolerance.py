@@ -30,7 +30,7 @@ from tests.annotate.conftest import write_corpus
 from tests.conftest import make_tiny_dataset, start_local_ray
 
 pytestmark = pytest.mark.slow
-DOCS = 6000
+DOCS = 3000
 # Long documents (about 200 wordpieces, 2 windows of the tiny model): with 2-sentence ones the
 # map stage lasted about 10 s on any machine, and on a fast one it ended before the first part
 # was written, so there was no mid-run moment to kill a node.
@@ -58,7 +58,7 @@ def test_annotation_losing_a_worker_node_ends_with_every_document_once(
     cluster, tiny_bundle, tmp_path
 ):
     corpus = write_corpus(tmp_path / "corpus", n=DOCS, files=4, sentences=SENTENCES_PER_DOC)
-    # 30 part pairs: the kill after the first lands with work on both sides of it.
+    # 15 part pairs: the kill after the first lands with most of the work still to do.
     layout = ["--docs-per-batch", "50", "--rows-per-file", "200", "--threads-per-actor", "1"]
     clean, out = tmp_path / "clean", tmp_path / "out"
     annotate_clean(
@@ -93,6 +93,8 @@ def test_sweep_losing_a_worker_node_finishes_without_rerunning_finished_trials(
         "--dataset", "NCBI-disease", "--backbone", str(tiny_backbone), "--data-root",
         str(data_root), "--output", str(output), "--trials", "4", "--concurrency", "2",
         "--max-epochs", str(MAX_EPOCHS), "--seed", "0",
+        # The final training is not what a node loss tests: one short epoch is enough.
+        "--final-epochs", "1", "--final-train-sentences", "400",
     ]  # fmt: skip
     cluster.add_workers(2)
     killed = len(cluster.killed)
