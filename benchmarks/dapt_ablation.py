@@ -1,19 +1,28 @@
 """DAPT ablation: does masked-LM pre-training on PMC-OA help MiniLM's NER?
 
     python benchmarks/dapt_ablation.py [--max-steps 280 --batch-size 32 --lr 1e-3]
+        [--dapt-lora-targets query,value --dapt-lora-rank 16] [--recipe fixed|shipped]
         [--datasets NCBI-disease,BC5CDR-chem --epochs 3 --max-train-sentences N]
         [--max-docs N --work DIR --name dapt_ablation] [--json OUT.json]
 
+The full-corpus run (issue 18): `--max-steps 0` (one pass over every training passage)
+`--dapt-lora-targets all-linear --recipe shipped --name dapt_full`. It takes hours on 2 cores:
+rerun the same command after an interruption and DAPT continues from its last checkpoint.
+
 1. Corpus: the PMC-OA RCT texts, CC0/CC-BY only, benchmark dev/test PMIDs removed, as
    50-256-wordpiece passages with a 2% held-out split (`openmed-ray corpus`).
-2. DAPT: MiniLM + q/v LoRA r16 (the paper's recipe; MiniLM's checkpoint has no MLM head, so
-   one is made from its tied embeddings) on Ray Train + Ray Data, `max_steps` x `batch_size`
-   passages (280 x 32 is about 2M wordpieces).
+2. DAPT: MiniLM + LoRA r16 on query/value (the paper's recipe; `--dapt-lora-targets
+   all-linear` adapts every linear layer; MiniLM's checkpoint has no MLM head, so one is made
+   from its tied embeddings) on Ray Train + Ray Data, `max_steps` x `batch_size` passages
+   (280 x 32 is about 2M wordpieces; 0 steps: the whole corpus once).
 3. Held-out perplexity before and after, against the paper's reductions (DeBERTa-v3 -22.5%,
    PubMedBERT -18%).
 4. Baseline: fine-tuning MiniLM itself; compared: fine-tuning the DAPT backbone. Same
-   recipe (all-linear LoRA r16, lr 1e-3, dropout 0, fixed epochs), seed and data on every
-   dataset; test micro-F1 difference and its approximate-randomization p-value.
+   recipe, seed and data on every dataset; test micro-F1 difference and its
+   approximate-randomization p-value. `--recipe fixed`: all-linear LoRA r16, lr 1e-3,
+   dropout 0, `--epochs` on both. `--recipe shipped`: the HPO-chosen recipe of the dataset's
+   shipped adapter (its card's hyperparameters and epochs); the baseline is that shipped
+   adapter itself, which is MiniLM trained with exactly that recipe and seed.
 
 Work files live in benchmarks/cache/dapt_ablation/ (not committed); `--work` moves them.
 Writes benchmarks/results/NAME.{json,png}.
@@ -40,6 +49,7 @@ from openmed_ray.config import (  # noqa: E402
     CorpusConfig,
     DaptConfig,
     FinetuneConfig,
+    LoraConfig,
     resolve_data_root,
 )
 
@@ -75,7 +85,7 @@ def prepare_corpus(args, work: Path) -> dict:
 
 # Settings that only decide how fast a run goes; a finished run with the same other settings
 # is reused, so an interrupted benchmark restarts where it stopped.
-SPEED_ONLY = {"threads_per_worker", "cpus_per_worker", "output"}
+SPEED_ONLY = {"threads_per_worker", "cpus_per_worker", "output", "resume"}
 
 
 def finished_run(summary_file: Path, config: dict) -> dict | None:
@@ -92,18 +102,32 @@ def finished_run(summary_file: Path, config: dict) -> dict | None:
     return summary
 
 
+def dapt_steps(args, corpus: dict) -> int:
+    """`--max-steps`, or with 0 one pass over every training passage."""
+    return args.max_steps or -(-corpus["passages"]["train"] // args.batch_size)
+
+
 def run_dapt(args, corpus: dict, work: Path) -> dict:
+    """DAPT, reusing a finished run with the same settings and continuing an unfinished one
+    from its last checkpoint (a full-corpus run outlasts a session)."""
     from openmed_ray.train.dapt import dapt
 
     output = work / "dapt"
+    steps = dapt_steps(args, corpus)
     config = DaptConfig(
         corpus=corpus["output"],
         backbone="minilm",
         output=str(output),
+        lora=LoraConfig(
+            rank=args.dapt_lora_rank,
+            alpha=2 * args.dapt_lora_rank,
+            targets=tuple(args.dapt_lora_targets.split(",")),
+        ),
         learning_rate=args.lr,
         batch_size=args.batch_size,
-        max_steps=args.max_steps,
-        checkpoint_every=max(1, args.max_steps // 5),
+        max_steps=steps,
+        # At most 100 steps (about 20 minutes on 2 cores) lost to an interruption.
+        checkpoint_every=max(1, min(100, steps // 5)),
         eval_passages=args.eval_passages,
         workers=1,
         cpus_per_worker=1,  # the other CPU reads the corpus (Ray Data)
@@ -113,38 +137,72 @@ def run_dapt(args, corpus: dict, work: Path) -> dict:
     reused = finished_run(output / "dapt.json", config.to_dict())
     if reused is not None:
         return reused
-    shutil.rmtree(output, ignore_errors=True)
-    return dapt(config).summary
+    request = output / "dapt.request.json"
+    started = request.is_file() and finished_run(request, config.to_dict()) is not None
+    if not started:
+        shutil.rmtree(output, ignore_errors=True)
+        output.mkdir(parents=True)
+        request.write_text(json.dumps({"config": config.to_dict()}, indent=2))
+    return dapt(config.replace(resume=started and (output / "ray").exists())).summary
 
 
-def finetune_and_predict(args, dataset: str, backbone: str, output: Path) -> dict:
-    """Fine-tune with the shared recipe; test predictions of the kept (best dev) adapter."""
-    from openmed_ray.datasets import require_dataset
-    from openmed_ray.eval.metrics import evaluate
-    from openmed_ray.models.bundle import load_bundle
-    from openmed_ray.train.evaluate import predict_sentences
-    from openmed_ray.train.finetune import finetune
+def shipped_card(dataset: str) -> dict:
+    """The card of the adapter shipped for `dataset`."""
+    from openmed_ray.models.bundle import read_card
+    from openmed_ray.models.catalog import SHIPPED_DIR, adapter_name_for
 
-    config = FinetuneConfig.from_dict(
+    return read_card(SHIPPED_DIR / adapter_name_for(dataset))
+
+
+def finetune_config(args, dataset: str, backbone: str, output: Path) -> FinetuneConfig:
+    """The recipe both arms share: fixed, or the shipped adapter's HPO-chosen one."""
+    speed = {"workers": 1, "cpus_per_worker": 1, "threads_per_worker": args.threads}
+    if args.recipe == "shipped":
+        chosen = shipped_card(dataset)["hyperparameters"]
+        return FinetuneConfig.from_dict(
+            {**chosen, **speed, "backbone": backbone, "output": str(output)}
+        )
+    return FinetuneConfig.from_dict(
         {
             "dataset": dataset,
             "backbone": backbone,
             "output": str(output),
             "epochs": args.epochs,
             "max_train_sentences": args.max_train_sentences,
-            "workers": 1,
-            "cpus_per_worker": 1,
-            "threads_per_worker": args.threads,
             "seed": args.seed,
+            **speed,
             **FINETUNE_RECIPE,
         }
     )
+
+
+def finetune_and_predict(args, dataset: str, backbone: str, output: Path) -> dict:
+    """Fine-tune with the shared recipe (continuing an interrupted run); test predictions of
+    the kept (best dev) adapter."""
+    from openmed_ray.train.finetune import finetune
+
+    config = finetune_config(args, dataset, backbone, output)
     card = finished_run(output / "finetune.json", config.to_dict())
     if card is None:
-        shutil.rmtree(output, ignore_errors=True)
-        result = finetune(config, name=f"{dataset.lower()}-{output.name}")
+        request = output / "finetune.request.json"
+        started = request.is_file() and finished_run(request, config.to_dict()) is not None
+        if not started:
+            shutil.rmtree(output, ignore_errors=True)
+            output.mkdir(parents=True)
+            request.write_text(json.dumps({"config": config.to_dict()}, indent=2))
+        resume = started and (output / "ray").exists()
+        result = finetune(config.replace(resume=resume), name=f"{dataset.lower()}-{output.name}")
         card = json.loads((result.output / "finetune.json").read_text())
-    bundle = load_bundle(card["bundle"])
+    return predict_test(dataset, card["bundle"], card)
+
+
+def predict_test(dataset: str, bundle_dir: str | Path, card: dict) -> dict:
+    from openmed_ray.datasets import require_dataset
+    from openmed_ray.eval.metrics import evaluate
+    from openmed_ray.models.bundle import load_bundle
+    from openmed_ray.train.evaluate import predict_sentences
+
+    bundle = load_bundle(bundle_dir)
     test = require_dataset(dataset).load("test")
     predicted = predict_sentences(bundle.model, bundle.tokenizer, bundle.labels, test)
     report = evaluate([list(s.tags) for s in test], predicted)
@@ -158,10 +216,19 @@ def finetune_and_predict(args, dataset: str, backbone: str, output: Path) -> dic
     }
 
 
+def baseline(args, dataset: str, work: Path) -> dict:
+    """MiniLM without DAPT: trained here (fixed recipe), or the shipped adapter (its recipe)."""
+    if args.recipe == "shipped":
+        from openmed_ray.models.catalog import SHIPPED_DIR, adapter_name_for
+
+        return predict_test(dataset, SHIPPED_DIR / adapter_name_for(dataset), shipped_card(dataset))
+    return finetune_and_predict(args, dataset, "minilm", work / "finetune" / dataset / "base")
+
+
 def compare(args, dataset: str, merged_backbone: str, work: Path) -> dict:
     from openmed_ray.eval.significance import approximate_randomization
 
-    without = finetune_and_predict(args, dataset, "minilm", work / "finetune" / dataset / "base")
+    without = baseline(args, dataset, work)
     with_dapt = finetune_and_predict(
         args, dataset, merged_backbone, work / "finetune" / dataset / "dapt"
     )
@@ -192,7 +259,8 @@ def chart(payload: dict, path: Path) -> None:
     left.plot([h["tokens_seen"] / 1e6 for h in history], [h["train_loss"] for h in history], "o-")
     left.set_xlabel("wordpieces seen (millions)")
     left.set_ylabel("masked-LM training loss")
-    left.set_title("DAPT on PMC-OA (MiniLM, q/v LoRA)")
+    targets = "/".join(payload["settings"]["dapt_lora"]["targets"])
+    left.set_title(f"DAPT on PMC-OA (MiniLM, LoRA on {targets})")
     middle.bar(
         ["before\n(untrained head)", "DAPT head,\noriginal encoder", "after DAPT"],
         [
@@ -228,9 +296,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--max-steps", type=int, default=280, help="DAPT optimizer steps")
+    parser.add_argument(
+        "--max-steps", type=int, default=280, help="DAPT optimizer steps (0: the corpus once)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="DAPT passages per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="DAPT learning rate")
+    parser.add_argument("--dapt-lora-targets", default="query,value", help="or all-linear")
+    parser.add_argument("--dapt-lora-rank", type=int, default=16, help="alpha is twice it")
+    parser.add_argument(
+        "--recipe",
+        choices=("fixed", "shipped"),
+        default="fixed",
+        help="fine-tuning: fixed (--epochs), or each shipped adapter's HPO-chosen recipe",
+    )
     parser.add_argument("--eval-passages", type=int, default=512)
     parser.add_argument("--max-docs", type=int, help="cap the corpus (documents)")
     parser.add_argument("--datasets", default="NCBI-disease,BC5CDR-chem")
@@ -258,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {d: compare(args, d, dapt_summary["merged_backbone"], args.work) for d in datasets}
     primary = results[datasets[0]]
     payload = {
-        "baseline": "MiniLM fine-tuned without DAPT (same recipe, seed and data)",
+        "baseline": (
+            "the shipped HPO-chosen adapter: MiniLM without DAPT, same recipe, seed and data"
+            if args.recipe == "shipped"
+            else "MiniLM fine-tuned without DAPT (same recipe, seed and data)"
+        ),
         "primary_dataset": datasets[0],
         "perplexity_before": dapt_summary["perplexity_before"],
         "perplexity_after": dapt_summary["perplexity_after"],
@@ -298,11 +380,20 @@ def main(argv: list[str] | None = None) -> int:
             )
         },
         "settings": {
-            "max_steps": args.max_steps,
+            "max_steps": dapt_steps(args, corpus),
             "batch_size": args.batch_size,
             "dapt_lr": args.lr,
-            "dapt_lora": "q/v r16 alpha 32 dropout 0.05",
-            "finetune_recipe": FINETUNE_RECIPE,
+            "dapt_lora": {
+                "targets": args.dapt_lora_targets.split(","),
+                "rank": args.dapt_lora_rank,
+                "alpha": 2 * args.dapt_lora_rank,
+                "dropout": 0.05,
+            },
+            "finetune_recipe": (
+                {d: finetune_config(args, d, "minilm", Path()).to_dict() for d in datasets}
+                if args.recipe == "shipped"
+                else FINETUNE_RECIPE
+            ),
             "epochs": args.epochs,
             "max_train_sentences": args.max_train_sentences,
             "seed": args.seed,
