@@ -58,17 +58,23 @@ print(save_bundle(model, ["O", "B-X", "I-X"], {}, sys.argv[2], backbone_spec="ti
 
 def test_the_same_weights_get_the_same_version_under_any_hash_seed(tiny_backbone, tmp_path):
     # PEFT keeps target_modules as a set; its order follows PYTHONHASHSEED.
-    versions, configs = set(), set()
-    for seed in ("1", "2", "3", "4"):
-        output = tmp_path / f"seed-{seed}"
-        run = subprocess.run(
-            [sys.executable, "-c", SAVE_SCRIPT, str(tiny_backbone), str(output)],
+    # The processes run at once: each spends most of its time importing torch and PEFT.
+    runs = {
+        seed: subprocess.Popen(
+            [sys.executable, "-c", SAVE_SCRIPT, str(tiny_backbone), str(tmp_path / seed)],
             env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=True,
         )
-        versions.add(run.stdout.strip().splitlines()[-1])
+        for seed in ("1", "2", "3", "4")
+    }
+    versions, configs = set(), set()
+    for seed, run in runs.items():
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+        output = tmp_path / seed
+        versions.add(stdout.strip().splitlines()[-1])
         configs.add((output / "adapter_config.json").read_text())
         modules = json.loads((output / "adapter_config.json").read_text())["target_modules"]
         assert modules == sorted(modules) and len(modules) > 1
