@@ -107,6 +107,18 @@ def dapt_steps(args, corpus: dict) -> int:
     return args.max_steps or -(-corpus["passages"]["train"] // args.batch_size)
 
 
+def continues(output: Path, config: dict) -> bool:
+    """Whether `output` holds an unfinished Ray Train run of `config` to resume; otherwise it
+    is emptied and records `config` as the run started there."""
+    request = output / "request.json"
+    if request.is_file() and finished_run(request, config) is not None:
+        return (output / "ray").exists()
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    request.write_text(json.dumps({"config": config}, indent=2))
+    return False
+
+
 def run_dapt(args, corpus: dict, work: Path) -> dict:
     """DAPT, reusing a finished run with the same settings and continuing an unfinished one
     from its last checkpoint (a full-corpus run outlasts a session)."""
@@ -137,13 +149,7 @@ def run_dapt(args, corpus: dict, work: Path) -> dict:
     reused = finished_run(output / "dapt.json", config.to_dict())
     if reused is not None:
         return reused
-    request = output / "dapt.request.json"
-    started = request.is_file() and finished_run(request, config.to_dict()) is not None
-    if not started:
-        shutil.rmtree(output, ignore_errors=True)
-        output.mkdir(parents=True)
-        request.write_text(json.dumps({"config": config.to_dict()}, indent=2))
-    return dapt(config.replace(resume=started and (output / "ray").exists())).summary
+    return dapt(config.replace(resume=continues(output, config.to_dict()))).summary
 
 
 def shipped_card(dataset: str) -> dict:
@@ -184,13 +190,7 @@ def finetune_and_predict(args, dataset: str, backbone: str, output: Path) -> dic
     config = finetune_config(args, dataset, backbone, output)
     card = finished_run(output / "finetune.json", config.to_dict())
     if card is None:
-        request = output / "finetune.request.json"
-        started = request.is_file() and finished_run(request, config.to_dict()) is not None
-        if not started:
-            shutil.rmtree(output, ignore_errors=True)
-            output.mkdir(parents=True)
-            request.write_text(json.dumps({"config": config.to_dict()}, indent=2))
-        resume = started and (output / "ray").exists()
+        resume = continues(output, config.to_dict())
         result = finetune(config.replace(resume=resume), name=f"{dataset.lower()}-{output.name}")
         card = json.loads((result.output / "finetune.json").read_text())
     return predict_test(dataset, card["bundle"], card)
