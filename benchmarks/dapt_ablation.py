@@ -152,12 +152,17 @@ def run_dapt(args, corpus: dict, work: Path) -> dict:
     return dapt(config.replace(resume=continues(output, config.to_dict()))).summary
 
 
-def shipped_card(dataset: str) -> dict:
-    """The card of the adapter shipped for `dataset`."""
-    from openmed_ray.models.bundle import read_card
+def shipped_dir(dataset: str) -> Path:
+    """The bundle of the adapter shipped for `dataset`."""
     from openmed_ray.models.catalog import SHIPPED_DIR, adapter_name_for
 
-    return read_card(SHIPPED_DIR / adapter_name_for(dataset))
+    return SHIPPED_DIR / adapter_name_for(dataset)
+
+
+def shipped_card(dataset: str) -> dict:
+    from openmed_ray.models.bundle import read_card
+
+    return read_card(shipped_dir(dataset))
 
 
 def finetune_config(args, dataset: str, backbone: str, output: Path) -> FinetuneConfig:
@@ -219,9 +224,7 @@ def predict_test(dataset: str, bundle_dir: str | Path, card: dict) -> dict:
 def baseline(args, dataset: str, work: Path) -> dict:
     """MiniLM without DAPT: trained here (fixed recipe), or the shipped adapter (its recipe)."""
     if args.recipe == "shipped":
-        from openmed_ray.models.catalog import SHIPPED_DIR, adapter_name_for
-
-        return predict_test(dataset, SHIPPED_DIR / adapter_name_for(dataset), shipped_card(dataset))
+        return predict_test(dataset, shipped_dir(dataset), shipped_card(dataset))
     return finetune_and_predict(args, dataset, "minilm", work / "finetune" / dataset / "base")
 
 

@@ -320,8 +320,9 @@ def ship_sweeps(selected: list[dict]) -> dict[str, dict]:
             },
             "replaced_version": current.get("version") if current else None,
         }
-        if read_card(chosen["bundle"]).get("task") == "ner-multi":
-            rank = multi_type_rank(read_card(chosen["bundle"]))
+        chosen_card = read_card(chosen["bundle"])
+        if chosen_card.get("task") == "ner-multi":
+            rank = multi_type_rank(chosen_card)
             current_rank = multi_type_rank(current) if current else None
             choice["rule"] = (
                 "the HPO sweep's final bundle replaces the shipped one only on a smaller dev F1 "
