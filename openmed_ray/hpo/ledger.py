@@ -21,6 +21,7 @@ from openmed_ray.errors import ConfigError, OpenMedError
 from openmed_ray.io.filesystem import resolve, write_bytes_atomic
 
 METRIC = "dev_f1"
+HISTORY = "dev_f1_by_epoch"  # every epoch's dev F1 so far, in each reported result
 PARAMS = (
     "learning_rate",
     "batch_size",
@@ -75,7 +76,7 @@ def trial_row(
         "trial_id": trial_id,
         "params": params,
         "dev_f1": max(history) if history else None,
-        "dev_f1_by_epoch": [round(float(v), 6) for v in history],
+        HISTORY: [round(float(v), 6) for v in history],
         "epochs": len(history),
         "seconds": round(float(seconds), 1),
         "status": status,
@@ -123,7 +124,7 @@ def read_ledger(uri: str) -> Ledger | None:
             uri, str(document["sweep_id"]), dict(document["fingerprint"]), list(document["trials"])
         )
         for number, row in enumerate(ledger.trials, start=1):
-            missing = {"trial_id", "params", "dev_f1_by_epoch", "status"} - set(row)
+            missing = {"trial_id", "params", HISTORY, "status"} - set(row)
             if missing:
                 raise ValueError(f"trial {number} lacks {sorted(missing)}")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -8,7 +8,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
-from openmed_ray.hpo.ledger import METRIC, Ledger, searched_params, trial_row
+from openmed_ray.hpo.ledger import HISTORY, Ledger, searched_params, trial_row
 
 
 class ReplayingOptunaSearch(OptunaSearch):
@@ -23,7 +23,7 @@ class ReplayingOptunaSearch(OptunaSearch):
         if not super().set_search_properties(metric, mode, config, **spec):
             return False
         for row in self._replay:
-            history = row["dev_f1_by_epoch"]
+            history = row[HISTORY]
             self.add_evaluated_point(
                 {k: v for k, v in row["params"].items() if k in self._space},
                 history[-1] if history else None,
@@ -34,16 +34,15 @@ class ReplayingOptunaSearch(OptunaSearch):
 
 
 class LedgerCallback(Callback):
-    """Writes each trial to the ledger the moment it ends (completed, pruned or failed)."""
+    """Writes each trial to the ledger the moment it ends (completed, pruned or failed).
+
+    A trial's dev F1 history is the one its last result carries (restored with its
+    checkpoint), not the results heard here: after a resume this driver hears only the
+    epochs run since."""
 
     def __init__(self, ledger: Ledger, max_epochs: int) -> None:
         self.ledger = ledger
         self.max_epochs = max_epochs
-        self.histories: dict[str, list[float]] = {}
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if METRIC in result:
-            self.histories.setdefault(trial.trial_id, []).append(float(result[METRIC]))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial, None)
@@ -57,7 +56,7 @@ class LedgerCallback(Callback):
             trial_row(
                 trial.trial_id,
                 searched_params(trial.config),
-                self.histories.get(trial.trial_id, []),
+                [float(v) for v in last.get(HISTORY, [])],
                 seconds=last.get("time_total_s", 0.0),
                 stopped_early=bool(last.get("stopped_early")),
                 error=error,

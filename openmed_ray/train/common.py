@@ -267,8 +267,11 @@ def finish_epoch(
         "capped": state["capped"],
     }
     state["history"].append(metrics)
+    # The whole run's dev F1 rides on each report: a run restored from its checkpoint by a
+    # new driver (a resumed sweep) reports only its later epochs, and the ledger needs all.
+    reported = {**metrics, "dev_f1_by_epoch": [h["dev_f1"] for h in state["history"]]}
     session.report(
-        metrics, checkpoint_writer(trainable(), best_weights, state, optimizer, scheduler)
+        reported, checkpoint_writer(trainable(), best_weights, state, optimizer, scheduler)
     )
     if session.rank == 0:
         log.info(
