@@ -56,7 +56,7 @@ class LedgerCallback(Callback):
             trial_row(
                 trial.trial_id,
                 searched_params(trial.config),
-                [float(v) for v in last.get(HISTORY, [])],
+                last.get(HISTORY, []),
                 seconds=last.get("time_total_s", 0.0),
                 stopped_early=bool(last.get("stopped_early")),
                 error=error,
